@@ -1,0 +1,12 @@
+"""jaxseg: unsupervised image segmentation in JAX/Flax.
+
+K-means and Gaussian-mixture EM as jit-compiled, vmappable solvers, the differentiable
+feature clustering CNN of Kim, Kanezaki & Tanaka (2020), their ensembles, and the
+Berkeley Segmentation benchmark's region metrics.
+"""
+
+from jaxseg import data, features, gmm, kmeans, metrics
+
+__version__ = "0.1.0"
+
+__all__ = ["data", "features", "gmm", "kmeans", "metrics"]

@@ -1,0 +1,1 @@
+"""jaxseg.data (being written)."""

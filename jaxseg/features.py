@@ -1,0 +1,1 @@
+"""jaxseg.features (being written)."""

@@ -1,0 +1,1 @@
+"""jaxseg.gmm (being written)."""

@@ -1,0 +1,1 @@
+"""jaxseg.kmeans (being written)."""

@@ -1,0 +1,1 @@
+"""jaxseg.metrics (being written)."""
