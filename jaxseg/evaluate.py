@@ -200,15 +200,32 @@ def write_region_benchmark(benchmark: metrics.RegionBenchmark, out_dir) -> list[
             "%10g %10g %10g %10g",
         ),
         "eval_cover_img.txt": _lines(
-            zip(range(1, n_images + 1), b.image_threshold, b.image_covering, b.image_precision),
+            zip(
+                range(1, n_images + 1),
+                b.image_threshold,
+                b.image_covering,
+                b.image_precision,
+                strict=True,
+            ),
             "%10d %10g %10g %10g",
         ),
-        "eval_cover_th.txt": _lines(zip(b.thresholds, b.covering), "%10g %10g"),
+        "eval_cover_th.txt": _lines(zip(b.thresholds, b.covering, strict=True), "%10g %10g"),
         "eval_RI_VOI.txt": _lines(
-            [[b.ods_pri_threshold, b.ods_pri, b.ois_pri, b.ods_voi_threshold, b.ods_voi, b.ois_voi]],
+            [
+                [
+                    b.ods_pri_threshold,
+                    b.ods_pri,
+                    b.ois_pri,
+                    b.ods_voi_threshold,
+                    b.ods_voi,
+                    b.ois_voi,
+                ]
+            ],
             "%10g %10g %10g %10g %10g %10g",
         ),
-        "eval_RI_VOI_thr.txt": _lines(zip(b.thresholds, b.pri, b.voi), "%10g %10g %10g"),
+        "eval_RI_VOI_thr.txt": _lines(
+            zip(b.thresholds, b.pri, b.voi, strict=True), "%10g %10g %10g"
+        ),
     }
     paths = []
     for name, text in texts.items():
@@ -246,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     b = benchmark
     print(
         f"{len(ids)} images -> {args.out}\n"
-        f"covering  ODS {b.ods_covering:.4f}  OIS {b.ois_covering:.4f}  best {b.best_covering:.4f}\n"
+        f"covering  ODS {b.ods_covering:.4f}  OIS {b.ois_covering:.4f}"
+        f"  best {b.best_covering:.4f}\n"
         f"PRI       ODS {b.ods_pri:.4f}  OIS {b.ois_pri:.4f}\n"
         f"VOI       ODS {b.ods_voi:.4f}  OIS {b.ois_voi:.4f}"
     )

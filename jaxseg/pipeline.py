@@ -51,12 +51,15 @@ __all__ = [
     "Segmentation",
     "base_method",
     "bucket_shape",
+    "consecutive_labels",
     "from_bucket",
+    "is_ensemble",
     "method_options",
     "recluster_mean_colours",
     "segment",
-    "segment_batch",
     "segment_base",
+    "segment_batch",
+    "segment_images",
     "split_keys",
     "to_bucket",
 ]
@@ -171,8 +174,10 @@ def bucket_shape(height: int, width: int, *, pad_multiple: int = 1) -> tuple[int
     transposed = height > width
     if transposed:
         height, width = width, height
-    return -(-height // pad_multiple) * pad_multiple, -(-width // pad_multiple) * pad_multiple, (
-        transposed
+    return (
+        -(-height // pad_multiple) * pad_multiple,
+        -(-width // pad_multiple) * pad_multiple,
+        (transposed),
     )
 
 
@@ -210,8 +215,9 @@ def _as_float_image(image: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- stages
 
 
-def _consecutive(labels: jax.Array, mask: jax.Array, size: int) -> Segmentation:
-    """Renumbers labels in [0, size) to 0..n-1 in order of value, over unmasked pixels."""
+def consecutive_labels(labels: jax.Array, mask: jax.Array, size: int) -> Segmentation:
+    """Renumbers a batch of labels [b, h, w] in [0, size) to 0..n-1 (in order of value) over
+    the unmasked pixels (mask [b, h, w]); masked pixels get 0."""
 
     def one(labels, mask):
         present = jnp.zeros(size, bool).at[labels].max(mask)
@@ -230,14 +236,14 @@ def _pixel_features(images: jax.Array, mask: jax.Array, options: Options):
 
 
 def _kmeans_labels(x, weight, keys, n_clusters, options: Options):
-    """K-means labels [b, n] (K fixed, or by the elbow method), and the label bound."""
+    """K-means labels [b, n] (K fixed, or by the elbow method), and their upper bound."""
     if n_clusters == "elbow":
-        result = jax.vmap(
-            lambda x, w, key: kmeans.elbow(
-                x, key, k_min=options.k_min, k_max=options.k_max, sample_weight=w
-            )
-        )(x, weight, keys)
-        return result.labels, options.k_max
+
+        def one(x, w, key):
+            result = kmeans.elbow(x, key, k_min=options.k_min, k_max=options.k_max, sample_weight=w)
+            return result.labels[result.n_clusters - options.k_min]
+
+        return jax.vmap(one)(x, weight, keys), options.k_max
     result = jax.vmap(lambda x, w, key: kmeans.fit(x, n_clusters, key, sample_weight=w))(
         x, weight, keys
     )
@@ -278,11 +284,11 @@ def segment_base(
     b, h, w, _ = images.shape
     if base == "cnn":
         result = cnn.segment_batch(images, keys, options.cnn, mask=mask)
-        return _consecutive(result.labels, mask, options.cnn.n_channels)
+        return consecutive_labels(result.labels, mask, options.cnn.n_channels)
     x, weight = _pixel_features(images, mask, options)
     fit = _kmeans_labels if base == "kmeans" else _gmm_labels
     labels, bound = fit(x, weight, keys, n_clusters, options)
-    return _consecutive(labels.reshape(b, h, w), mask, bound)
+    return consecutive_labels(labels.reshape(b, h, w), mask, bound)
 
 
 def recluster_mean_colours(
@@ -316,7 +322,7 @@ def recluster_mean_colours(
     recoloured = jax.vmap(mean_colour_image)(images, labels, mask)
     x, weight = _pixel_features(recoloured, mask, options)
     new_labels, bound = _kmeans_labels(x, weight, keys, n_clusters, options)
-    return _consecutive(new_labels.reshape(b, h, w), mask, bound)
+    return consecutive_labels(new_labels.reshape(b, h, w), mask, bound)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -328,7 +334,11 @@ def _segment_batch(images, keys, mask, *, method, n_clusters, options):
     base_options = method_options(method, options)
     base_n_clusters = "elbow" if is_ensemble(method) else n_clusters
     result = segment_base(
-        images, base_keys, mask, base=_BASE[method], n_clusters=base_n_clusters,
+        images,
+        base_keys,
+        mask,
+        base=_BASE[method],
+        n_clusters=base_n_clusters,
         options=base_options,
     )
     if not is_ensemble(method):
@@ -380,7 +390,11 @@ def segment_batch(
 
 
 def segment(
-    image, method: str = "gmm_kmeans", *, key: jax.Array, n_clusters: int | str = "elbow",
+    image,
+    method: str = "gmm_kmeans",
+    *,
+    key: jax.Array,
+    n_clusters: int | str = "elbow",
     **options,
 ) -> jax.Array:
     """Segments one image with `method` through the runner's pipeline.

@@ -1,0 +1,449 @@
+"""The run report: the paper's Tables 7.1-7.4 beside ours, BSDS scores, its research questions.
+
+`write(workdir, summary)` turns a runner summary (`summary.json`) into `report.md` and the bar
+chart `summary.png` (the paper's "graph below", drawn with Pillow). Rebuild them from a run
+directory with `python -m jaxseg.report RUN_DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = [
+    "KIM2020_BLANK",
+    "KIM2020_MIOU",
+    "PAPER_TABLE_7_1",
+    "PAPER_TABLE_7_2",
+    "PAPER_TABLE_7_3",
+    "PAPER_TABLE_7_4",
+    "bar_chart",
+    "panel",
+    "render",
+    "write",
+]
+
+# The paper's published numbers (Shukla, Mehta, Boinpally), to print beside ours.
+PAPER_TABLE_7_1 = {  # image 3096, CNN: cluster -> (best segment, IoU)
+    "clusters": [0, 1, 2, 3, 4, 5, 6, 7, 8],
+    "best_segment": [0, 0, 0, 0, 0, 0, 0, 1, 1],
+    "iou": [0, 0.36, 0.26, 0.003, 0.35, 0.003, 0.003, 0.01, 0.9],
+}
+PAPER_TABLE_7_2 = {  # image 3096, GMM
+    "clusters": [0, 1, 2],
+    "best_segment": [1, 0, 0],
+    "iou": [0.59, 0.11, 0.88],
+}
+PAPER_TABLE_7_3 = {  # image -> method -> score
+    "25098": {"gmm": 0.63, "cnn": 0.74, "kmeans": 0.81, "cnn_kmeans": 0.47, "gmm_kmeans": 0.60},
+    "3096": {"gmm": 0.78, "cnn": 0.81, "kmeans": 0.61, "cnn_kmeans": 0.37, "gmm_kmeans": 0.53},
+    "35058": {"gmm": 0.36, "cnn": 0.5, "kmeans": 0.23, "cnn_kmeans": 0.37, "gmm_kmeans": 0.45},
+    "22090": {"gmm": 0.72, "cnn": 0.74, "kmeans": 0.33, "cnn_kmeans": 0.63, "gmm_kmeans": 0.46},
+    "23025": {"gmm": 0.69, "cnn": 0.81, "kmeans": 0.37, "cnn_kmeans": 0.64, "gmm_kmeans": 0.63},
+}
+PAPER_TABLE_7_4 = {  # BSDS300 mean
+    "cnn": 0.67,
+    "gmm": 0.62,
+    "kmeans": 0.39,
+    "cnn_kmeans": 0.48,
+    "gmm_kmeans": 0.51,
+}
+# Kim, Kanezaki & Tanaka (2020), BSDS500 test: their CNN's mIoU, and a one-segment blank image.
+KIM2020_MIOU = {"all": 0.3050, "fine": 0.2592, "coarse": 0.3739}
+KIM2020_BLANK = {"all": 0.0458, "fine": 0.0249, "coarse": 0.1001}
+
+_TABLE_IMAGE = "3096"  # the image of Tables 7.1 / 7.2
+_PAPER_ORDER = ("gmm", "cnn", "kmeans", "cnn_kmeans", "gmm_kmeans")  # Table 7.3's columns
+# (name, summary path, higher is better) of the scores compared in the research questions.
+_SCORES = (
+    ("paper score", ("mean", "cluster_iou_mean"), True),
+    ("Kim mIoU (all)", ("kim_miou", "all"), True),
+    ("covering", ("mean", "covering"), True),
+    ("PRI", ("mean", "pri"), True),
+    ("VOI", ("mean", "voi"), False),
+)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _primary(summary: dict) -> dict[str, dict]:
+    """method -> its unit summary at the first K candidate (the unit the tables show)."""
+    out: dict[str, dict] = {}
+    for unit in summary["units"]:
+        out.setdefault(unit["method"], unit)
+    return out
+
+
+def _score(unit: dict | None, path: tuple[str, str]):
+    if unit is None:
+        return None
+    return unit.get(path[0], {}).get(path[1])
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _cluster_table(ours: dict | None, paper: dict, method: str) -> list[str]:
+    lines = []
+    if ours is None:
+        lines.append(f"Ours: image 3096 was not segmented with `{method}` in this run.")
+    else:
+        lines.append(
+            f"Ours (`{ours['unit']}`, annotation {ours['annotation']} with "
+            f"{ours['n_gt_segments']} segments, the coarsest; ground-truth segments numbered "
+            "from 1):"
+        )
+        lines.append("")
+        lines += _table(
+            ["cluster", *map(str, ours["clusters"])],
+            [
+                ["best segment", *map(str, ours["best_segment"])],
+                ["IoU", *(_fmt(v, 2) for v in ours["iou"])],
+            ],
+        )
+    lines += ["", "Paper:", ""]
+    lines += _table(
+        ["cluster", *map(str, paper["clusters"])],
+        [["best segment", *map(str, paper["best_segment"])], ["IoU", *map(str, paper["iou"])]],
+    )
+    return lines
+
+
+def _compare(summary: dict, a: str, b: str) -> str:
+    """One line comparing methods a and b on every score, with a verdict for a."""
+    units = _primary(summary)
+    ua, ub = units.get(a), units.get(b)
+    if ua is None or ub is None or not ua["mean"] or not ub["mean"]:
+        missing = [m for m, u in ((a, ua), (b, ub)) if u is None or not u["mean"]]
+        return (
+            f"- `{a}` vs `{b}`: not measured (no scored `{'`, `'.join(missing)}` in this run; "
+            f"add it to `--method`)."
+        )
+    parts, wins = [], 0
+    for name, path, higher in _SCORES:
+        va, vb = _score(ua, path), _score(ub, path)
+        better = va > vb if higher else va < vb
+        wins += bool(better)
+        parts.append(f"{name} {va:.3f} vs {vb:.3f}")
+    verdict = {len(_SCORES): "better on every score", 0: "worse on every score"}.get(
+        wins, f"better on {wins} of {len(_SCORES)} scores"
+    )
+    segments = (
+        f"; 4-connected segments per image {ua['mean']['n_connected_segments']:.0f} vs "
+        f"{ub['mean']['n_connected_segments']:.0f}"
+    )
+    return f"- `{a}` vs `{b}`: {', '.join(parts)}{segments} — `{a}` is {verdict}."
+
+
+def _research_questions(summary: dict) -> list[str]:
+    units = _primary(summary)
+    lines = ["## The paper's research questions, answered with this run", ""]
+    lines.append(
+        "Scores: the paper's score (mean over predicted clusters of the best IoU with a "
+        "ground-truth segment), the Kim et al. mIoU (pooled), covering and PRI (higher is "
+        "better), VOI (lower is better)."
+    )
+    lines += ["", "**1. Can an unsupervised CNN learn enough structure to give good segments?**"]
+    lines.append("")
+    lines += [_compare(summary, "cnn", other) for other in ("kmeans", "gmm")]
+    cnn = units.get("cnn")
+    if cnn is not None and cnn["kim_miou"]:
+        lines.append(
+            f"- Against the Kim et al. references (BSDS500 test): our CNN's mIoU "
+            f"all/fine/coarse {_fmt(cnn['kim_miou']['all'])} / {_fmt(cnn['kim_miou']['fine'])}"
+            f" / {_fmt(cnn['kim_miou']['coarse'])}; theirs {KIM2020_MIOU['all']} / "
+            f"{KIM2020_MIOU['fine']} / {KIM2020_MIOU['coarse']}; a blank one-segment image "
+            f"{KIM2020_BLANK['all']} / {KIM2020_BLANK['fine']} / {KIM2020_BLANK['coarse']}."
+        )
+    lines += ["", "**2. Is spatial continuity important?**", ""]
+    lines += [
+        _compare(summary, "cnn", "cnn_ce") + " (continuity loss μ > 0 vs cross-entropy only)",
+        _compare(summary, "kmeans_xy", "kmeans") + " (with vs without (row, col) features)",
+        _compare(summary, "gmm_xy", "gmm") + " (with vs without (row, col) features)",
+    ]
+    lines += ["", "**3. Does K-means after the CNN or the GMM improve their results?**", ""]
+    lines += [_compare(summary, "cnn_kmeans", "cnn"), _compare(summary, "gmm_kmeans", "gmm")]
+    lines += [
+        "",
+        "The paper found the CNN best (0.67), then GMM (0.62), K-means worst (0.39), and both "
+        "ensembles below their first stage (0.48, 0.51). The paper's score rewards few, large "
+        "clusters (each cluster's best IoU, averaged over clusters, however many segments "
+        "it splits into), so a method's number of clusters moves it as much as its boundaries; "
+        "compare the Kim mIoU and covering columns, which score every ground-truth segment.",
+    ]
+    return lines
+
+
+def render(summary: dict) -> str:
+    """report.md's text from a runner summary."""
+    config, dataset = summary["config"], summary["dataset"]
+    units = _primary(summary)
+    split = f", split {dataset['split']}" if dataset["split"] else ""
+    lines = [
+        f"# jaxseg run: {dataset['name']}{split}, {dataset['n_images']} images",
+        "",
+        f"Methods {', '.join(config['methods'])}; K {', '.join(map(str, config['k']))}; "
+        f"features {config['features']} (xy weight {config['xy_weight']}); CNN preset "
+        f"{config['cnn_preset']} (max_iter {config['cnn_max_iter'] or 'preset'}, mu "
+        f"{config['cnn_mu'] if config['cnn_mu'] is not None else 'preset'}, mode "
+        f"{config['cnn_mode']}); seed {config['seed']}; {summary['device']['backend']} "
+        f"({len(summary['device']['devices'])} devices, {summary['device']['process_count']} "
+        "processes).",
+        "",
+    ]
+    if summary["metrics_skipped"]:
+        lines += [f"**Metrics skipped:** {summary['metrics_skipped']}.", ""]
+
+    lines += ["## Table 7.4: dataset mean of the paper's score", ""]
+    rows = []
+    for method, unit in units.items():
+        mean = unit["mean"]
+        rows.append(
+            [
+                f"`{unit['name']}`",
+                _fmt(mean.get("cluster_iou_mean")),
+                _fmt(mean.get("cluster_iou_weighted")),
+                _fmt(PAPER_TABLE_7_4.get(method), 2) if method in PAPER_TABLE_7_4 else "",
+                f"{unit['n_scored']}/{unit['n_images']}",
+            ]
+        )
+    lines += _table(
+        ["method", "ours (mean over clusters)", "ours (size-weighted)", "paper", "scored/done"],
+        rows,
+    )
+    lines += ["", "![summary](summary.png)", ""]
+
+    if summary["table_7_3"]:
+        lines += ["## Table 7.3: the five images, ours (paper)", ""]
+        methods = [m for m in _PAPER_ORDER if m in units] + [
+            m for m in units if m not in _PAPER_ORDER
+        ]
+        rows = []
+        for image_id, scores in summary["table_7_3"].items():
+            row = [image_id]
+            for method in methods:
+                ours = scores.get(units[method]["name"])
+                paper = PAPER_TABLE_7_3.get(image_id, {}).get(method)
+                row.append(_fmt(ours, 2) + (f" ({paper})" if paper is not None else ""))
+            rows.append(row)
+        lines += _table(["image", *methods], rows) + [""]
+
+    if _TABLE_IMAGE in summary["table_7_3"]:
+        tables = summary["cluster_tables"]
+        lines += ["## Table 7.1: image 3096, CNN clusters and their best ground-truth segment", ""]
+        lines += _cluster_table(tables.get("cnn"), PAPER_TABLE_7_1, "cnn") + [""]
+        lines += ["## Table 7.2: image 3096, GMM clusters and their best ground-truth segment", ""]
+        lines += _cluster_table(tables.get("gmm"), PAPER_TABLE_7_2, "gmm") + [""]
+
+    lines += ["## BSDS scores per method", ""]
+    rows = []
+    for unit in summary["units"]:
+        mean, kim = unit["mean"], unit["kim_miou"]
+        rows.append(
+            [
+                f"`{unit['name']}`",
+                _fmt(mean.get("covering")),
+                _fmt(mean.get("pri")),
+                _fmt(mean.get("voi")),
+                _fmt(kim.get("all")),
+                _fmt(kim.get("fine")),
+                _fmt(kim.get("coarse")),
+                _fmt(unit["n_clusters_mean"], 1),
+                _fmt(mean.get("n_connected_segments"), 0),
+            ]
+        )
+    rows.append(
+        [
+            "Kim et al. 2020 (BSDS500 test)",
+            "",
+            "",
+            "",
+            *(f"{v:.4f}" for v in KIM2020_MIOU.values()),
+            "",
+            "",
+        ]
+    )
+    rows.append(
+        [
+            "blank image (BSDS500 test)",
+            "",
+            "",
+            "",
+            *(f"{v:.4f}" for v in KIM2020_BLANK.values()),
+            "1",
+            "1",
+        ]
+    )
+    lines += _table(
+        [
+            "method",
+            "covering",
+            "PRI",
+            "VOI",
+            "Kim mIoU all",
+            "fine",
+            "coarse",
+            "clusters",
+            "4-conn. segments",
+        ],
+        rows,
+    )
+    lines += [
+        "",
+        "Covering, PRI and VOI are per-image means (the official BSDS region benchmark at one "
+        "segmentation per image); Kim mIoU pools every ground-truth segment of the dataset.",
+        "",
+    ]
+
+    if summary["region_benchmark"]:
+        lines += ["## ODS / OIS over the K candidates", ""]
+        rows = []
+        for method, b in summary["region_benchmark"].items():
+            rows.append(
+                [
+                    f"`{method}`",
+                    ", ".join(map(str, b["k"])),
+                    f"{b['ods_covering']:.3f} (K={b['ods_covering_k']})",
+                    f"{b['ois_covering']:.3f}",
+                    f"{b['best_covering']:.3f}",
+                    f"{b['ods_pri']:.3f} (K={b['ods_pri_k']})",
+                    f"{b['ois_pri']:.3f}",
+                    f"{b['ods_voi']:.3f} (K={b['ods_voi_k']})",
+                    f"{b['ois_voi']:.3f}",
+                ]
+            )
+        lines += _table(
+            ["method", "K", "covering ODS", "OIS", "best", "PRI ODS", "OIS", "VOI ODS", "OIS"],
+            rows,
+        ) + [""]
+
+    lines += _research_questions(summary) + [""]
+
+    lines += ["## Time per image", ""]
+    rows = [
+        [
+            f"`{u['name']}`",
+            _fmt(u["seconds_median"]),
+            _fmt(u["seconds_median_compiled_excluded"]),
+        ]
+        for u in summary["units"]
+    ]
+    lines += _table(["method", "median s", "median s, batches without compilation"], rows)
+    lines += [
+        "",
+        "Seconds per image: a batch's wall time for the method's stages divided by its images "
+        "(timings.csv has every image).",
+        "",
+    ]
+
+    lines += ["## Failures", ""]
+    if summary["failures"]:
+        lines += [f"- {f['image_id']} `{f['unit']}`: {f['error']}" for f in summary["failures"]]
+    else:
+        lines.append("None.")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(summary: dict) -> Image.Image:
+    """Bars per method: our paper score and Kim mIoU (all) beside the paper's Table 7.4."""
+    units = _primary(summary)
+    methods = [m for m in units if units[m]["mean"]]
+    series = [
+        (
+            "ours: paper score",
+            (40, 110, 190),
+            [units[m]["mean"]["cluster_iou_mean"] for m in methods],
+        ),
+        ("paper (Table 7.4)", (200, 120, 40), [PAPER_TABLE_7_4.get(m) for m in methods]),
+        ("ours: Kim mIoU (all)", (90, 160, 90), [units[m]["kim_miou"].get("all") for m in methods]),
+    ]
+    width, height, left, bottom, top = max(480, 110 * len(methods) + 80), 360, 50, 60, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    plot_h = height - bottom - top
+    axis_y = height - bottom
+    for tick in np.linspace(0, 1, 6):
+        y = axis_y - tick * plot_h
+        draw.line([(left, y), (width - 10, y)], fill=(225, 225, 225))
+        draw.text((8, y - 6), f"{tick:.1f}", fill="black", font=font)
+    group = (width - left - 10) / max(len(methods), 1)
+    bar = group * 0.8 / len(series)
+    for i, method in enumerate(methods):
+        x0 = left + i * group + group * 0.1
+        for j, (_, colour, values) in enumerate(series):
+            value = values[i]
+            if value is None:
+                continue
+            x = x0 + j * bar
+            draw.rectangle([x, axis_y - value * plot_h, x + bar - 2, axis_y], fill=colour)
+        draw.text((x0, axis_y + 6), method, fill="black", font=font)
+    draw.line([(left, axis_y), (width - 10, axis_y)], fill="black")
+    x = left
+    for name, colour, _ in series:
+        draw.rectangle([x, 12, x + 12, 24], fill=colour)
+        draw.text((x + 16, 12), name, fill="black", font=font)
+        x += 24 + int(draw.textlength(name, font=font)) + 16
+    return image
+
+
+def panel(tiles: Sequence[tuple[str, np.ndarray]], *, size: int = 240) -> Image.Image:
+    """Images side by side, each scaled to at most `size` pixels a side, captioned above."""
+    font = ImageFont.load_default()
+    scaled = []
+    for caption, array in tiles:
+        tile = Image.fromarray(np.asarray(array, dtype=np.uint8)).convert("RGB")
+        tile.thumbnail((size, size))
+        scaled.append((caption, tile))
+    caption_h, gap = 16, 4
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    slots = [max(t.width, int(draw.textlength(c, font=font)) + 4) for c, t in scaled]
+    width = sum(slots) + gap * (len(scaled) - 1)
+    height = caption_h + max(t.height for _, t in scaled)
+    out = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(out)
+    x = 0
+    for (caption, tile), slot in zip(scaled, slots, strict=True):
+        draw.text((x + 2, 2), caption, fill="black", font=font)
+        out.paste(tile, (x, caption_h))
+        x += slot + gap
+    return out
+
+
+def write(workdir: str | Path, summary: dict) -> None:
+    """Writes `report.md` and `summary.png` into `workdir`."""
+    workdir = Path(workdir)
+    for name, save in (
+        ("report.md", lambda tmp: tmp.write_text(render(summary))),
+        ("summary.png", lambda tmp: bar_chart(summary).save(tmp, format="PNG")),
+    ):
+        tmp = workdir / f".{name}.tmp"
+        save(tmp)
+        tmp.replace(workdir / name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m jaxseg.report RUN_DIR`: rewrites report.md and summary.png from summary.json."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m jaxseg.report RUN_DIR", file=sys.stderr)
+        return 2
+    path = Path(argv[0]) / "summary.json"
+    if not path.exists():
+        print(f"error: {path} not found", file=sys.stderr)
+        return 1
+    write(path.parent, json.loads(path.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
