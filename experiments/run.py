@@ -57,6 +57,23 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the per-image keys.")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Run directory (default: runs/<dataset>-<method>)."
 )
+# Multi-process runs (jaxseg.distributed): every process runs the same command.
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "host:port of process 0, for a multi-process run (default: $JAXSEG_COORDINATOR_ADDRESS).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes in a multi-process run (default: $JAXSEG_NUM_PROCESSES)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index, 0 to num_processes-1 (default: $JAXSEG_PROCESS_ID)."
+)
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Start jax.distributed from the cluster's environment (Cloud TPU pod, SLURM, Open MPI).",
+)
 
 
 def _methods(names: list[str]) -> tuple[str, ...]:
@@ -117,10 +134,15 @@ def main(argv):
         return 2
     try:
         config, output_dir = _config()
+        distributed.initialize(  # multi-process runs: before any other JAX work
+            _COORDINATOR_ADDRESS.value,
+            _NUM_PROCESSES.value,
+            _PROCESS_ID.value,
+            auto=_DISTRIBUTED.value,
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"run.py: error: {error}", file=sys.stderr)
         return 2
-    distributed.initialize()  # multi-process runs: before any other JAX work
     runner.run(config, output_dir)
     return 0
 

@@ -55,22 +55,24 @@ def initialize(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    *,
+    auto: bool = False,
 ) -> None:
     """Starts `jax.distributed` when a multi-process run is asked for; a no-op otherwise.
 
     Call it before any other JAX work. Arguments override the environment variables
     `JAXSEG_COORDINATOR_ADDRESS` (`host:port` of process 0), `JAXSEG_NUM_PROCESSES` and
-    `JAXSEG_PROCESS_ID`. With none of them set and no arguments, nothing is started (on a Cloud
-    TPU pod or a SLURM / Open MPI cluster call `jax.distributed.initialize()` yourself, or pass
-    `--distributed` to the runner, and JAX reads the cluster's environment). A second call once
-    `jax.distributed` is running does nothing.
+    `JAXSEG_PROCESS_ID`. With none of them set and no arguments, nothing is started unless
+    `auto` is True: then JAX detects the cluster from its environment (Cloud TPU VM / pod slice,
+    SLURM, Open MPI, `JAX_COORDINATOR_ADDRESS`), filling in whatever was not given. A second
+    call once `jax.distributed` is running does nothing.
     """
     coordinator_address = coordinator_address or os.environ.get(_ENV_COORDINATOR)
     if num_processes is None:
         num_processes = _env_int(_ENV_NUM_PROCESSES)
     if process_id is None:
         process_id = _env_int(_ENV_PROCESS_ID)
-    if coordinator_address is None and num_processes is None and process_id is None:
+    if coordinator_address is None and num_processes is None and process_id is None and not auto:
         return
     if num_processes is not None and num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
@@ -157,6 +159,6 @@ def data_parallel(fn: Callable, *, devices: Sequence[jax.Device] | None = None) 
         outputs = compiled(*jax.tree.map(place, args))
         if not pad:
             return outputs
-        return jax.tree.map(lambda out: out[:batch], outputs)
+        return jax.tree.map(lambda out: out[-batch:], outputs)
 
     return run

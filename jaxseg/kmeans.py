@@ -100,6 +100,7 @@ class _Points(NamedTuple):
     x: jax.Array  # [n, d]
     xt: jax.Array  # [d, n]
     w: jax.Array  # [n]
+    xw: jax.Array  # [n, d + 1]: w * x, then w
     sq_norms: jax.Array  # [n] squared norm of each point
     tol: jax.Array  # [] absolute tolerance on the summed squared centroid shift
 
@@ -178,6 +179,7 @@ def _prepare(x: jax.Array, sample_weight, tol) -> _Points:
         x=x,
         xt=xt,
         w=w,
+        xw=jnp.concatenate([x * w[:, None], w[:, None]], axis=1),
         sq_norms=jnp.dot(jnp.ones(x.shape[1], x.dtype), xt * xt, precision=_HIGHEST),
         tol=tol * jnp.mean(variance),
     )
@@ -254,23 +256,19 @@ def _seed(points: _Points, n_clusters: int, key, init: str) -> jax.Array:
 
 def _update(points, centroids, labels, sq_dist, n_active):
     """New centroids: weighted means, empty clusters moved to the farthest points."""
-    k = centroids.shape[0]
-    one_hot = jnp.where(labels[None, :] == jnp.arange(k)[:, None], points.w, 0.0)  # [k, n]
-    sums = jnp.dot(one_hot, points.x, precision=_HIGHEST)
-    counts = jnp.sum(one_hot, axis=1)
+    k, d = centroids.shape
+    totals = jax.ops.segment_sum(points.xw, labels, k)  # [k, d + 1]: sum of w * x, sum of w
+    sums, counts = totals[:, :d], totals[:, d]
     # scikit-learn's relocation: the i-th empty cluster takes the i-th farthest point, which
     # leaves the cluster it was assigned to.
     empty = (counts <= 0) & (jnp.arange(k) < n_active)
     _, farthest = lax.top_k(jnp.where(points.w > 0, sq_dist, -1.0), k)
     far = farthest[jnp.maximum(jnp.cumsum(empty) - 1, 0)]  # [k] point taken by each cluster
-    moved_w = jnp.where(empty, points.w[far], 0.0)
-    moved = moved_w[:, None] * points.x[far]
-    donor = jax.nn.one_hot(labels[far], k, dtype=moved.dtype)  # [k (taker), k (donor)]
-    sums = jnp.where(empty[:, None], moved, sums) - jnp.dot(donor.T, moved, precision=_HIGHEST)
-    counts = jnp.where(empty, moved_w, counts) - jnp.dot(donor.T, moved_w, precision=_HIGHEST)
-    return jnp.where(
-        counts[:, None] > 0, sums / jnp.where(counts > 0, counts, 1.0)[:, None], centroids
-    )
+    moved = jnp.where(empty[:, None], points.xw[far], 0.0)  # [k, d + 1]
+    totals = jnp.where(empty[:, None], moved, totals) - jax.ops.segment_sum(moved, labels[far], k)
+    sums, counts = totals[:, :d], totals[:, d]
+    safe_counts = jnp.where(counts > 0, counts, 1.0)
+    return jnp.where(counts[:, None] > 0, sums / safe_counts[:, None], centroids)
 
 
 def _lloyd(points: _Points, centroids: jax.Array, n_active, max_iter: int) -> KMeansResult:

@@ -54,6 +54,7 @@ __all__ = [
     "consecutive_labels",
     "from_bucket",
     "is_ensemble",
+    "label_bound",
     "method_options",
     "recluster_mean_colours",
     "segment",
@@ -235,15 +236,17 @@ def _pixel_features(images: jax.Array, mask: jax.Array, options: Options):
     return x, mask.reshape(mask.shape[0], -1).astype(jnp.float32)
 
 
+def _elbow(x, w, key, options: Options):
+    """(labels [n] of the K the elbow method chooses, that K) for one image's points."""
+    result = kmeans.elbow(x, key, k_min=options.k_min, k_max=options.k_max, sample_weight=w)
+    return result.labels[result.n_clusters - options.k_min], result.n_clusters
+
+
 def _kmeans_labels(x, weight, keys, n_clusters, options: Options):
     """K-means labels [b, n] (K fixed, or by the elbow method), and their upper bound."""
     if n_clusters == "elbow":
-
-        def one(x, w, key):
-            result = kmeans.elbow(x, key, k_min=options.k_min, k_max=options.k_max, sample_weight=w)
-            return result.labels[result.n_clusters - options.k_min]
-
-        return jax.vmap(one)(x, weight, keys), options.k_max
+        labels, _ = jax.vmap(functools.partial(_elbow, options=options))(x, weight, keys)
+        return labels, options.k_max
     result = jax.vmap(lambda x, w, key: kmeans.fit(x, n_clusters, key, sample_weight=w))(
         x, weight, keys
     )
@@ -251,15 +254,39 @@ def _kmeans_labels(x, weight, keys, n_clusters, options: Options):
 
 
 def _gmm_labels(x, weight, keys, n_clusters, options: Options):
-    """GMM MAP labels [b, n] (K fixed, or K by the elbow method), and the label bound."""
-    if n_clusters == "elbow":
-        raise NotImplementedError
-    result = jax.vmap(
-        lambda x, w, key: gmm.fit(
-            x, n_clusters, key, covariance_type=options.covariance_type, sample_weight=w
-        )
-    )(x, weight, keys)
-    return result.labels, n_clusters
+    """GMM MAP labels [b, n], and their upper bound.
+
+    With a fixed K, `gmm.fit` (K-means initialisation) under vmap. With K by the elbow method,
+    EM starts from the elbow's K-means partition of the chosen K (the paper's "prior from
+    K-means, K by the elbow method"); K is a static shape in `gmm`, so every K of the range is
+    compiled as a `lax.switch` branch and the images run one after another (`lax.map`), each
+    executing only the branch of its own K.
+    """
+    covariance_type = options.covariance_type
+    if n_clusters != "elbow":
+        result = jax.vmap(
+            lambda x, w, key: gmm.fit(
+                x, n_clusters, key, covariance_type=covariance_type, sample_weight=w
+            )
+        )(x, weight, keys)
+        return result.labels, n_clusters
+    labels, chosen = jax.vmap(functools.partial(_elbow, options=options))(x, weight, keys)
+
+    def branch(k):
+        def fit(x, w, labels):
+            return gmm.fit_from_labels(
+                x, labels, k, covariance_type=covariance_type, sample_weight=w
+            ).labels
+
+        return fit
+
+    branches = [branch(k) for k in range(options.k_min, options.k_max + 1)]
+
+    def one(args):
+        x, w, labels, k = args
+        return jax.lax.switch(k - options.k_min, branches, x, w, labels)
+
+    return jax.lax.map(one, (x, weight, labels, chosen)), options.k_max
 
 
 def segment_base(
@@ -291,37 +318,54 @@ def segment_base(
     return consecutive_labels(labels.reshape(b, h, w), mask, bound)
 
 
+def label_bound(method: str, n_clusters: int | str, options: Options) -> int:
+    """An upper bound (exclusive) of the labels `method`'s first stage can return."""
+    base = base_method(method)
+    if base == "cnn":
+        return method_options(method, options).cnn.n_channels
+    return options.k_max if n_clusters == "elbow" else n_clusters
+
+
 def recluster_mean_colours(
     images: jax.Array,
     labels: jax.Array,
     keys: jax.Array,
     mask: jax.Array,
     *,
+    n_segments: int,
     n_clusters: int | str,
     options: Options,
 ) -> Segmentation:
-    """The ensembles' second stage: K-means on each segment's mean colour (pure).
+    """The ensembles' second stage: K-means of the first stage's mean-colour image (pure).
+
+    Every pixel of a segment holds the segment's mean colour, so K-means of that image's pixels
+    is K-means of the segments' mean colours weighted by their pixel counts: the same objective
+    over `n_segments` points instead of h*w, solved that way. Position features are not used
+    (`options.xy_weight` is ignored): the paper re-clusters the segmented image's colours.
 
     Args:
       images: [b, h, w, 3] float32 in [0, 1].
-      labels: [b, h, w] int32 first-stage labels in [0, h*w).
+      labels: [b, h, w] int32 first-stage labels in [0, n_segments) (`label_bound`).
       keys: [b] ensemble keys (`split_keys`).
       mask: [b, h, w] bool, False on padding.
+      n_segments: static bound of `labels`.
       n_clusters: K of the K-means stage, or "elbow".
-      options: `Options` (space and xy_weight of the K-means features, elbow range).
+      options: `Options` (colour space, elbow range).
     """
     b, h, w, _ = images.shape
+    n_points = max(n_segments, options.k_max if n_clusters == "elbow" else n_clusters)
 
-    def mean_colour_image(image, labels, mask):
-        weight = mask.reshape(-1, 1).astype(image.dtype)
+    def segment_colours(image, labels, mask):
+        weight = mask.reshape(-1).astype(image.dtype)
         flat = labels.reshape(-1)
-        sums = jax.ops.segment_sum(image.reshape(-1, 3) * weight, flat, num_segments=h * w)
-        counts = jax.ops.segment_sum(weight, flat, num_segments=h * w)
-        return (sums / jnp.maximum(counts, 1))[flat].reshape(h, w, 3)
+        sums = jax.ops.segment_sum(image.reshape(-1, 3) * weight[:, None], flat, n_points)
+        counts = jax.ops.segment_sum(weight, flat, n_points)
+        means = sums / jnp.maximum(counts, 1)[:, None]
+        return features.colour_features(means, space=options.space), counts
 
-    recoloured = jax.vmap(mean_colour_image)(images, labels, mask)
-    x, weight = _pixel_features(recoloured, mask, options)
-    new_labels, bound = _kmeans_labels(x, weight, keys, n_clusters, options)
+    x, counts = jax.vmap(segment_colours)(images, labels, mask)
+    segment_labels, bound = _kmeans_labels(x, counts, keys, n_clusters, options)
+    new_labels = jnp.take_along_axis(segment_labels, labels.reshape(b, -1), axis=1)
     return consecutive_labels(new_labels.reshape(b, h, w), mask, bound)
 
 
@@ -344,7 +388,13 @@ def _segment_batch(images, keys, mask, *, method, n_clusters, options):
     if not is_ensemble(method):
         return result
     return recluster_mean_colours(
-        images, result.labels, ensemble_keys, mask, n_clusters=n_clusters, options=options
+        images,
+        result.labels,
+        ensemble_keys,
+        mask,
+        n_segments=label_bound(method, base_n_clusters, options),
+        n_clusters=n_clusters,
+        options=options,
     )
 
 

@@ -386,6 +386,7 @@ def bar_chart(summary: dict) -> Image.Image:
                 continue
             x = x0 + j * bar
             draw.rectangle([x, axis_y - value * plot_h, x + bar - 2, axis_y], fill=colour)
+            draw.text((x, axis_y - value * plot_h - 12), f"{value:.2f}", fill="black", font=font)
         draw.text((x0, axis_y + 6), method, fill="black", font=font)
     draw.line([(left, axis_y), (width - 10, axis_y)], fill="black")
     x = left

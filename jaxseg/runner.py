@@ -337,11 +337,16 @@ class _Stages:
         )
         return self._call(("first", base, n_clusters, options), make, images, keys, mask)
 
-    def second(self, k, images, labels, keys, mask):
+    def second(self, method, k, images, labels, keys, mask):
+        n_segments = pipeline.label_bound(method, "elbow", self.options)
         make = lambda: functools.partial(  # noqa: E731
-            pipeline.recluster_mean_colours, n_clusters=k, options=self.options
+            pipeline.recluster_mean_colours,
+            n_segments=n_segments,
+            n_clusters=k,
+            options=self.options,
         )
-        return self._call(("ensemble", k, self.options), make, images, labels, keys, mask)
+        stage = ("ensemble", n_segments, k, self.options)
+        return self._call(stage, make, images, labels, keys, mask)
 
     def train_cnn(self, items: list[_Item], config: RunConfig) -> None:
         """Dataset mode: trains one network per CNN setting on all `items` (one shape)."""
@@ -393,7 +398,9 @@ def _run_batch(items: list[_Item], config: RunConfig, stages: _Stages) -> dict:
             firsts[first] = stages.first(*first, images, base_keys, mask)
         out, seconds, compiled = firsts[first]
         if pipeline.is_ensemble(unit.method):
-            out, more, compiled_now = stages.second(unit.k, images, out.labels, ensemble_keys, mask)
+            out, more, compiled_now = stages.second(
+                unit.method, unit.k, images, out.labels, ensemble_keys, mask
+            )
             seconds, compiled = seconds + more, compiled or compiled_now
         labels, n_clusters = np.asarray(out.labels), np.asarray(out.n_clusters)
         for j, it in enumerate(items):

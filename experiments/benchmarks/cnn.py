@@ -19,7 +19,7 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
-from jaxseg import cnn
+from jaxseg import cnn, data, metrics
 
 _DATA_DIR = flags.DEFINE_string(
     "cnn_data_dir",
@@ -35,6 +35,27 @@ _TORCH = flags.DEFINE_bool("cnn_torch", True, "Also time the PyTorch peer (needs
 _BATCH_SIZES = flags.DEFINE_list("cnn_batch_sizes", ["1", "4", "16"], "segment_batch sizes.")
 _BATCH_SCALE = flags.DEFINE_float(
     "cnn_batch_scale", 1.0, "Image side scale for the batched-throughput rows (1: full size)."
+)
+_COMPARE = flags.DEFINE_integer(
+    "cnn_compare_images",
+    0,
+    "Score this many BSDS500 val images in per-image and dataset mode (0: skip).",
+)
+_COMPARE_TRAIN = flags.DEFINE_integer(
+    "cnn_compare_train", 8, "BSDS500 train images the dataset-mode network is trained on."
+)
+_COMPARE_SCALE = flags.DEFINE_float(
+    "cnn_compare_scale", 1.0, "Image side scale for the comparison (labels upsampled to score)."
+)
+_COMPARE_MAX_ITER = flags.DEFINE_integer(
+    "cnn_compare_max_iter", 1000, "max_iter of the per-image mode in the comparison."
+)
+_COMPARE_UPDATES = flags.DEFINE_integer(
+    "cnn_compare_updates", 1000, "Dataset mode: updates per training batch (demo_ref maxUpdate)."
+)
+_COMPARE_BATCH = flags.DEFINE_integer("cnn_compare_batch", 4, "Dataset mode: training batch size.")
+_COMPARE_MU = flags.DEFINE_float(
+    "cnn_compare_dataset_mu", 5.0, "Dataset mode: mu (demo_ref's stepsize_con default is 5)."
 )
 _PEAK = flags.DEFINE_float(
     "cnn_peak_gflops",
@@ -167,6 +188,83 @@ def _time_torch(image: np.ndarray, config: cnn.Config) -> list[float]:
     return times
 
 
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 image [h, w, 3] -> float32 in [0, 1] of size (width, height)."""
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR), np.float32) / 255.0
+
+
+def _score(labels: jax.Array, ground_truth) -> float:
+    """Paper score of labels upsampled (nearest) to the ground truth's size."""
+    h, w = ground_truth[0].shape
+    full = Image.fromarray(np.asarray(labels, np.int32)).resize((w, h), Image.NEAREST)
+    return metrics.image_metrics(np.asarray(full), ground_truth)["cluster_iou_mean"]
+
+
+def _compare_modes(config: cnn.Config) -> list[dict]:
+    """Paper score and seconds per image: per-image fits vs one dataset-mode network."""
+    root = _DATA_DIR.value
+    val = data.load_dataset("bsds500", split="val", data_dir=root)
+    train = data.load_dataset("bsds500", split="train", data_dir=root)
+    scale = _COMPARE_SCALE.value
+    side = round(224 * scale)  # demo_ref resizes training images to 224x224
+    train_images = np.stack(
+        [_resize(train[i].image, (side, side)) for i in range(_COMPARE_TRAIN.value)]
+    )
+    dataset_config = dataclasses.replace(config, mu=_COMPARE_MU.value)
+    start = time.perf_counter()
+    params = jax.block_until_ready(
+        cnn.train_dataset(
+            train_images,
+            jax.random.key(0),
+            dataset_config,
+            batch_size=min(_COMPARE_BATCH.value, len(train_images)),
+            updates_per_batch=_COMPARE_UPDATES.value,
+        )
+    )
+    train_s = time.perf_counter() - start
+    image_config = dataclasses.replace(config, max_iter=_COMPARE_MAX_ITER.value)
+    scores = {"per_image": [], "dataset": []}
+    seconds = {"per_image": [], "dataset": []}
+    n_iter = []
+    for i in range(_COMPARE.value):
+        sample = val[i]
+        h, w, _ = sample.image.shape
+        image = _resize(sample.image, (round(w * scale), round(h * scale)))
+        for mode in ("per_image", "dataset"):
+            start = time.perf_counter()
+            if mode == "per_image":
+                result = jax.block_until_ready(cnn.segment(image, jax.random.key(i), image_config))
+                labels = result.labels
+                n_iter.append(int(result.n_iter))
+            else:
+                labels = jax.block_until_ready(cnn.apply(params, image))
+            seconds[mode].append(time.perf_counter() - start)  # includes compiling new shapes
+            scores[mode].append(_score(labels, sample.ground_truth))
+    rows = [
+        {
+            "method": f"{mode} mode",
+            "peer": "dataset mode" if mode == "per_image" else "per_image mode",
+            "images": _COMPARE.value,
+            "scale": scale,
+            "cluster_iou_mean": float(np.mean(scores[mode])),
+            "median_s_per_image": float(np.median(seconds[mode])),
+        }
+        for mode in ("per_image", "dataset")
+    ]
+    rows[0]["median_n_iter"] = float(np.median(n_iter))
+    rows[1]["train_s"] = train_s
+    rows[1]["train_images"] = len(train_images)
+    print(
+        f"\nper-image vs dataset mode on {_COMPARE.value} val images (scale {scale}); dataset "
+        f"network: {len(train_images)} train images at {side}x{side}, mu {_COMPARE_MU.value}, "
+        f"{_COMPARE_UPDATES.value} updates per batch, trained in {train_s:.0f} s"
+    )
+    print(f"{'mode':<16}{'paper score':>12}{'s/image':>10}")
+    for r in rows:
+        print(f"{r['method']:<16}{r['cluster_iou_mean']:>12.3f}{r['median_s_per_image']:>10.3f}")
+    return rows
+
+
 def _row(method, peer, times, flops, peak, **extra):
     median = float(np.median(times))
     row = {"method": method, "peer": peer, "median_s": median, "times_s": times, **extra}
@@ -202,15 +300,25 @@ def run(out_dir: Path) -> list[dict]:
         row.update(h=bh, w=bw, batch=b, image_iters_per_s=b / row["median_s"])
         rows.append(row)
 
-    print(f"preset {_PRESET.value}, {config.max_iter} iterations x {_REPEATS.value} repeats, "
-          f"backend {jax.default_backend()}, torch threads {_THREADS.value}, "
-          f"peak {peak and round(peak)} GFLOP/s, {flops / 1e9:.1f} GFLOP/iteration at {h}x{w}")
-    print(f"{'method':<24}{'size':>10}{'s/iter':>10}{'ratio':>8}{'GFLOP/s':>10}{'peak%':>7}"
-          f"{'img-it/s':>10}")
+    print(
+        f"preset {_PRESET.value}, {config.max_iter} iterations x {_REPEATS.value} repeats, "
+        f"backend {jax.default_backend()}, torch threads {_THREADS.value}, "
+        f"peak {peak and round(peak)} GFLOP/s, {flops / 1e9:.1f} GFLOP/iteration at {h}x{w}"
+    )
+    print(
+        f"{'method':<24}{'size':>10}{'s/iter':>10}{'ratio':>8}{'GFLOP/s':>10}{'peak%':>7}"
+        f"{'img-it/s':>10}"
+    )
     for r in rows:
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
         frac = f"{100 * r['fraction_of_peak']:.0f}" if "fraction_of_peak" in r else ""
         ips = f"{r['image_iters_per_s']:.2f}" if "image_iters_per_s" in r else ""
-        print(f"{r['method']:<24}{r['h']:>5}x{r['w']:<4}{r['median_s']:>10.3f}{ratio:>8}"
-              f"{r.get('gflops_per_s', 0):>10.1f}{frac:>7}{ips:>10}")
+        print(
+            f"{r['method']:<24}{r['h']:>5}x{r['w']:<4}{r['median_s']:>10.3f}{ratio:>8}"
+            f"{r.get('gflops_per_s', 0):>10.1f}{frac:>7}{ips:>10}"
+        )
+    if _COMPARE.value:
+        rows += _compare_modes(base)
+    if _COMPARE.value:
+        rows += _compare_modes(base)
     return rows

@@ -1,0 +1,276 @@
+"""Tests for jaxseg.cnn on tiny synthetic images (small C, few iterations)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from scipy import ndimage
+
+from jaxseg import cnn
+
+# mu = 5 as the authors' reference-image mode: on 32x32 images the zero-padded border is a
+# large share of the pixels and needs a strong continuity term to join its regions.
+SMALL = cnn.Config(n_channels=8, max_iter=100, mu=5.0)
+COLOURS = np.array([[0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.2, 0.2, 0.9]])
+
+
+def regions_image(seed, h=32, w=32, noise=0.05):
+    """Three piecewise-constant regions plus Gaussian noise; returns (image, ground truth)."""
+    truth = np.zeros((h, w), int)
+    truth[:, w // 2 :] = 1
+    truth[h // 2 :, : w // 2] = 2
+    rng = np.random.default_rng(seed)
+    image = COLOURS[rng.permutation(3)][truth] + rng.normal(0, noise, (h, w, 3))
+    return np.clip(image, 0, 1).astype(np.float32), truth
+
+
+def paper_iou(labels, truth):
+    """The paper's score: each cluster's best IoU with a ground-truth segment, averaged."""
+    scores = []
+    for c in np.unique(labels):
+        a = labels == c
+        scores.append(max(np.sum(a & (truth == g)) / np.sum(a | (truth == g)) for g in range(3)))
+    return float(np.mean(scores))
+
+
+def n_components(labels):
+    return sum(ndimage.label(labels == c)[1] for c in np.unique(labels))
+
+
+def test_presets():
+    assert cnn.Config() == cnn.Config.paper()
+    paper, kim = cnn.Config.paper(), cnn.Config.kim2020()
+    assert (paper.optimizer, paper.learning_rate, paper.mu, paper.lr_decay_every) == (
+        "adam",
+        0.05,
+        0.5,
+        50,
+    )
+    assert (kim.optimizer, kim.learning_rate, kim.momentum, kim.mu) == ("sgd", 0.1, 0.9, 1.0)
+    for config in (paper, kim):
+        assert (config.n_channels, config.n_conv, config.max_iter, config.min_labels) == (
+            100,
+            2,
+            1000,
+            3,
+        )
+    assert hash(dataclasses.replace(paper, mu=0.0)) == hash(dataclasses.replace(paper, mu=0.0))
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        # Adam on a constant gradient steps by ~lr: 0.05, divided by 10 at step 50.
+        (cnn.Config.paper(), {0: -0.05, 49: -0.05, 50: -0.005, 99: -0.005, 100: -0.0005}),
+        # heavy-ball SGD: v_t = 0.9 v_{t-1} + g, step -0.1 v_t.
+        (cnn.Config.kim2020(), {0: -0.1, 1: -0.19, 2: -0.271, 100: -1.0}),
+    ],
+)
+def test_optimizer_schedule(config, expected):
+    optimizer = config.make_optimizer()
+    params = jnp.zeros(())
+    state = optimizer.init(params)
+    steps = {}
+    for t in range(101):
+        update, state = optimizer.update(jnp.ones(()), state, params)
+        steps[t] = float(update)
+    for t, value in expected.items():
+        assert steps[t] == pytest.approx(value, rel=1e-3)
+
+
+@pytest.mark.parametrize("preset", [cnn.Config.paper, cnn.Config.kim2020])
+def test_segments_synthetic_regions(preset):
+    image, truth = regions_image(0)
+    config = dataclasses.replace(preset(), n_channels=8, max_iter=100, mu=5.0)
+    result = cnn.segment(image, jax.random.key(0), config)
+    labels = np.asarray(result.labels)
+    assert labels.shape == (32, 32) and labels.dtype == np.int32
+    assert bool(result.converged) and int(result.n_labels) <= 3
+    assert int(result.n_labels) == len(np.unique(labels))
+    assert paper_iou(labels, truth) > 0.9
+
+
+def test_history_and_result_fields():
+    image, _ = regions_image(1)
+    result = cnn.segment(image, jax.random.key(1), SMALL)
+    n = int(result.n_iter)
+    assert 1 <= n < SMALL.max_iter
+    assert np.all(np.isfinite(result.loss_history[:n])) and np.all(
+        np.isnan(result.loss_history[n:])
+    )
+    assert np.all(result.n_labels_history[n:] == -1)
+    assert int(result.n_labels_history[n - 1]) == int(result.n_labels)
+    assert np.all(result.n_labels_history[: n - 1] > SMALL.min_labels)  # stopped at first hit
+
+
+def test_continuity_gives_fewer_segments():
+    image, _ = regions_image(2, noise=0.15)
+    # min_labels = 1: both run all iterations, so only mu differs.
+    base = dataclasses.replace(SMALL, min_labels=1)
+    key = jax.random.key(2)
+    with_con = cnn.segment(image, key, base)
+    ce_only = cnn.segment(image, key, dataclasses.replace(base, mu=0.0))
+    assert n_components(np.asarray(with_con.labels)) < n_components(np.asarray(ce_only.labels))
+
+
+def test_same_key_same_labels():
+    image, _ = regions_image(3, noise=0.15)
+    config = dataclasses.replace(SMALL, min_labels=1)  # as above: no new compilation
+    a = cnn.segment(image, jax.random.key(7), config)
+    b = cnn.segment(image, jax.random.key(7), config)
+    c = cnn.segment(image, jax.random.key(8), config)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.labels, c.labels)
+
+
+def test_batch_with_padding_matches_one_by_one():
+    shapes = [(32, 32), (24, 40), (32, 32)]
+    images = [regions_image(10 + i, h, w)[0] for i, (h, w) in enumerate(shapes)]
+    keys = jax.random.split(jax.random.key(4), len(images))
+    padded, mask = cnn.pad_batch(images)
+    assert padded.shape == (3, 32, 40, 3)
+    batch = cnn.segment_batch(padded, keys, SMALL, mask=mask)
+    assert batch.labels.shape == (3, 32, 40)
+    for i, (image, (h, w)) in enumerate(zip(images, shapes, strict=True)):
+        alone = cnn.segment(image, keys[i], SMALL)
+        agree = np.mean(np.asarray(batch.labels[i, :h, :w]) == np.asarray(alone.labels))
+        assert agree >= 0.99
+        assert int(batch.n_iter[i]) == int(alone.n_iter)
+        assert int(batch.n_labels[i]) == int(alone.n_labels)
+    assert len(set(np.asarray(batch.n_iter).tolist())) > 1  # each stopped on its own
+
+
+def test_masked_loss_equals_loss_of_cropped_image():
+    image, _ = regions_image(5, 20, 24, noise=0.2)
+    params = cnn.init(jax.random.key(5), dataclasses.replace(SMALL, n_conv=3))
+    padded, mask = cnn.pad_batch([image], (26, 31))
+    padded[0, 20:] = 0.7  # padding content must not matter
+    grad = jax.jit(jax.value_and_grad(cnn.loss_and_labels, has_aux=True))
+    (loss_crop, (labels_crop, n_crop)), g_crop = grad(params, image[None], None, 1.5)
+    (loss_pad, (labels_pad, n_pad)), g_pad = grad(params, padded, mask, 1.5)
+    np.testing.assert_allclose(loss_pad, loss_crop, rtol=1e-5)
+    np.testing.assert_array_equal(labels_pad[0, :20, :24], labels_crop[0])
+    assert int(n_pad) == int(n_crop)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), g_pad, g_crop)
+
+
+def test_conv_gradient_matches_xla():
+    x = jax.random.normal(jax.random.key(0), (2, 7, 9, 5))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
+
+    def reference(x, k):
+        return lax.conv_general_dilated(
+            x, k, (1, 1), "SAME", dimension_numbers=cnn._DIMENSION_NUMBERS
+        )
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+
+    ours = jax.jit(jax.grad(loss(cnn._conv), argnums=(0, 1)))(x, kernel)
+    ref = jax.jit(jax.grad(loss(reference), argnums=(0, 1)))(x, kernel)
+    for a, b in zip(ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # per-image kernels under vmap (the segment_batch path)
+    xs, ks = jnp.stack([x, 2 * x]), jnp.stack([kernel, -kernel])
+    ours = jax.jit(jax.vmap(jax.grad(loss(cnn._conv), argnums=(0, 1))))(xs, ks)
+    ref = jax.jit(jax.vmap(jax.grad(loss(reference), argnums=(0, 1))))(xs, ks)
+    for a, b in zip(ours, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_loss_and_gradient_match_pytorch():
+    torch = pytest.importorskip("torch")
+    image, _ = regions_image(6, 12, 16, noise=0.2)
+    params = cnn.init(jax.random.key(6), SMALL)
+    mu = 0.7
+
+    def t(a):
+        return torch.tensor(np.asarray(a), requires_grad=True)
+
+    convs = [(t(c["kernel"]), t(c["bias"])) for c in params["convs"]]
+    norms = [(t(n["scale"]), t(n["offset"])) for n in params["norms"]]
+    x = torch.tensor(image.transpose(2, 0, 1)[None])
+    for i, ((k, b), (s, o)) in enumerate(zip(convs, norms, strict=True)):
+        x = torch.nn.functional.conv2d(x, k.permute(3, 2, 0, 1), b, padding=k.shape[0] // 2)
+        if i < len(convs) - 1:
+            x = torch.relu(x)
+        x = torch.nn.functional.batch_norm(x, None, None, s, o, training=True, eps=1e-5)
+    out = x[0].permute(1, 2, 0)
+    flat = out.reshape(-1, SMALL.n_channels)
+    continuity = (out[1:] - out[:-1]).abs().mean() + (out[:, 1:] - out[:, :-1]).abs().mean()
+    loss = torch.nn.functional.cross_entropy(flat, flat.argmax(1)) + mu * continuity
+    loss.backward()
+
+    value_and_grad = jax.jit(jax.value_and_grad(cnn.loss_and_labels, has_aux=True))
+    (ours, (labels, n_labels)), grads = value_and_grad(params, jnp.asarray(image[None]), None, mu)
+    np.testing.assert_allclose(ours, loss.item(), rtol=1e-5)
+    np.testing.assert_array_equal(labels[0], flat.argmax(1).reshape(12, 16).numpy())
+    assert int(n_labels) == len(torch.unique(flat.argmax(1)))
+    for (k, b), g in zip(convs, grads["convs"], strict=True):
+        np.testing.assert_allclose(g["kernel"], k.grad.numpy(), rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(g["bias"], b.grad.numpy(), rtol=1e-3, atol=1e-5)
+    for (s, o), g in zip(norms, grads["norms"], strict=True):
+        np.testing.assert_allclose(g["scale"], s.grad.numpy(), rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(g["offset"], o.grad.numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_no_recompilation_for_same_shape():
+    # Shapes and config as the tests above, so in a full run the first calls hit the cache.
+    images = [regions_image(30 + s)[0] for s in range(3)]
+    cnn.segment(images[0], jax.random.key(0), SMALL)
+    size = cnn._segment._cache_size()
+    for i, image in enumerate(images[1:]):
+        cnn.segment(image, jax.random.key(i), SMALL)
+    assert cnn._segment._cache_size() == size
+    keys = jax.random.split(jax.random.key(0), 3)
+    padded, mask = cnn.pad_batch(images, (32, 40))
+    cnn.segment_batch(padded, keys, SMALL, mask=mask)
+    size = cnn._segment_batch._cache_size()
+    padded, mask = cnn.pad_batch([images[0][:24], images[1][:, :20], images[2]], (32, 40))
+    cnn.segment_batch(padded, keys, SMALL, mask=mask)
+    assert cnn._segment_batch._cache_size() == size
+
+
+def test_dataset_mode_segments_new_image():
+    train = np.stack([regions_image(20 + s)[0] for s in range(4)])
+    config = dataclasses.replace(SMALL, max_iter=40)
+    params = cnn.train_dataset(train, jax.random.key(0), config, batch_size=2)
+    image, truth = regions_image(99)
+    labels = np.asarray(cnn.apply(params, image))
+    assert labels.shape == (32, 32) and labels.dtype == np.int32
+    assert paper_iou(labels, truth) > 0.8
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((8, 8), np.float32), r"shape \[h, w, 3\]"),
+        (np.zeros((8, 8, 4), np.float32), r"shape \[h, w, 3\]"),
+        (np.zeros((2, 8, 3), np.float32), "at least 3x3"),
+        (np.zeros((8, 8, 3), np.uint8), "floating point"),
+        (np.full((8, 8, 3), np.nan, np.float32), "NaN or infinite"),
+    ],
+)
+def test_bad_image(image, message):
+    with pytest.raises(ValueError, match=message):
+        cnn.segment(image, jax.random.key(0), SMALL)
+
+
+def test_bad_config_and_batch_arguments():
+    with pytest.raises(ValueError, match="n_channels .* min_labels"):
+        cnn.Config(n_channels=2, min_labels=3)
+    with pytest.raises(ValueError, match="optimizer"):
+        cnn.Config(optimizer="rmsprop")
+    images = np.zeros((2, 8, 8, 3), np.float32)
+    keys = jax.random.split(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="keys"):
+        cnn.segment_batch(images, keys[:1], SMALL)
+    with pytest.raises(ValueError, match="mask must be bool"):
+        cnn.segment_batch(images, keys, SMALL, mask=np.ones((2, 8, 7), bool))
+    small_mask = np.zeros((2, 8, 8), bool)
+    small_mask[:, :2, :5] = True
+    with pytest.raises(ValueError, match="3x3"):
+        cnn.segment_batch(images, keys, SMALL, mask=small_mask)

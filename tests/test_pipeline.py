@@ -1,0 +1,160 @@
+"""jaxseg.pipeline: every method behind one call, buckets and masks, batch independence."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from jaxseg import cnn, pipeline
+
+# Few CNN iterations and channels keep the compiled CNN small and fast.
+TINY_CNN = dataclasses.replace(cnn.Config.paper(), n_channels=8, max_iter=4)
+
+
+def _regions(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy three-region uint8 image and its true partition [h, w]."""
+    truth = np.zeros((height, width), np.int32)
+    truth[height // 2 :] = 1
+    truth[:, : width // 3] = 2
+    colours = np.array([[200, 40, 40], [40, 40, 200], [40, 190, 40]])
+    noise = np.random.default_rng(seed).integers(-12, 13, (height, width, 3))
+    return np.clip(colours[truth] + noise, 0, 255).astype(np.uint8), truth
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two label maps are equal up to renaming labels."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def _merges(fine: np.ndarray, coarse: np.ndarray) -> bool:
+    """Whether every label of `fine` lies inside one label of `coarse`."""
+    pairs = np.unique(np.stack([fine.ravel(), coarse.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1]
+
+
+def test_bucket_round_trip_and_mask():
+    image = np.arange(5 * 3 * 3, dtype=np.uint8).reshape(5, 3, 3)  # portrait
+    assert pipeline.bucket_shape(5, 3) == (3, 5, True)
+    assert pipeline.bucket_shape(5, 3, pad_multiple=4) == (4, 8, True)
+    bucketed, mask = pipeline.to_bucket(image, pad_multiple=4)
+    assert bucketed.shape == (4, 8, 3) and bucketed.dtype == np.float32
+    np.testing.assert_array_equal(bucketed[:3, :5], image.transpose(1, 0, 2) / np.float32(255))
+    assert mask.sum() == 15 and mask[:3, :5].all()
+    assert not bucketed[~mask].any()  # zero padding
+    labels = np.arange(32).reshape(4, 8)
+    np.testing.assert_array_equal(pipeline.from_bucket(labels, (5, 3)), labels[:3, :5].T)
+    np.testing.assert_array_equal(pipeline.from_bucket(labels, (3, 5)), labels[:3, :5])
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm", "kmeans_xy"])
+def test_clusterings_recover_regions(method):
+    image, truth = _regions(18, 24, seed=0)
+    labels = pipeline.segment(image, method, key=jax.random.PRNGKey(0), n_clusters=3)
+    assert labels.shape == truth.shape and labels.dtype == np.int32
+    assert _same_partition(np.asarray(labels), truth)
+
+
+def test_elbow_finds_three_regions():
+    image, truth = _regions(18, 24, seed=1)
+    labels = np.asarray(pipeline.segment(image, "kmeans", key=jax.random.PRNGKey(1)))
+    assert _same_partition(labels, truth)
+
+
+@pytest.mark.parametrize("method", ["gmm_kmeans", "cnn_kmeans"])
+def test_ensemble_only_merges_its_first_stage(method):
+    # The ensemble's first stage uses the same key as the plain method, so its K-means stage
+    # can only merge the plain method's segments (each pixel holds its segment's mean colour).
+    image, _ = _regions(12, 15, seed=2)
+    key = jax.random.PRNGKey(3)
+    first = method.removesuffix("_kmeans")
+    base = np.asarray(pipeline.segment(image, first, key=key, cnn_config=TINY_CNN))
+    ensemble = np.asarray(pipeline.segment(image, method, key=key, cnn_config=TINY_CNN))
+    assert _merges(base, ensemble)
+    assert len(np.unique(ensemble)) <= len(np.unique(base))
+
+
+def test_labels_are_consecutive():
+    image, _ = _regions(12, 15, seed=4)
+    labels = np.asarray(
+        pipeline.segment(image, "cnn", key=jax.random.PRNGKey(0), cnn_config=TINY_CNN)
+    )
+    np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
+
+
+def test_batched_equals_one_by_one():
+    images = [_regions(12, 15, seed=s)[0] for s in range(3)] + [_regions(15, 12, seed=9)[0]]
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(0), np.arange(4))
+    batched = pipeline.segment_images(images, "gmm_kmeans", keys=keys)
+    for image, key, labels in zip(images, keys, batched, strict=True):
+        alone = pipeline.segment(image, "gmm_kmeans", key=key)
+        assert labels.shape == image.shape[:2]
+        np.testing.assert_array_equal(labels, alone)
+
+
+def test_mask_keeps_padding_out():
+    image, _ = _regions(12, 15, seed=5)
+    bucketed, mask = pipeline.to_bucket(image, pad_multiple=8)
+    garbage = np.where(mask[..., None], bucketed, np.float32(0.9))
+    keys = jax.random.split(jax.random.PRNGKey(0), 1)
+    for method in ("kmeans", "gmm"):
+        clean = pipeline.segment_batch(bucketed[None], method, keys=keys, mask=mask[None])
+        noisy = pipeline.segment_batch(garbage[None], method, keys=keys, mask=mask[None])
+        np.testing.assert_array_equal(clean.labels[0][mask], noisy.labels[0][mask])
+        assert not np.asarray(clean.labels[0])[~mask].any()
+
+
+def test_cnn_padding_does_not_change_labels():
+    image, _ = _regions(10, 13, seed=6)
+    key = jax.random.PRNGKey(2)[None]
+    exact = pipeline.segment_images([image], "cnn", keys=key, cnn_config=TINY_CNN)[0]
+    padded = pipeline.segment_images([image], "cnn", keys=key, cnn_config=TINY_CNN, pad_multiple=8)[
+        0
+    ]
+    np.testing.assert_array_equal(exact, padded)
+
+
+def test_variants():
+    options = pipeline.Options(cnn_config=TINY_CNN)
+    assert pipeline.method_options("cnn_ce", options).cnn.mu == 0
+    assert pipeline.method_options("cnn", options).cnn.mu == TINY_CNN.mu
+    assert pipeline.method_options("gmm_xy", options).xy_weight == pipeline.XY_WEIGHT
+    assert [pipeline.base_method(m) for m in pipeline.METHODS] == [
+        "kmeans",
+        "gmm",
+        "cnn",
+        "cnn",
+        "gmm",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "watershed"}, "unknown method 'watershed'"),
+        ({"n_clusters": 1}, "n_clusters must be >= 2"),
+        ({"n_clusters": "many"}, "n_clusters must be an integer"),
+        ({"colour": "hsv"}, r"unknown options \['colour'\]"),
+        ({"space": "hsv"}, "space must be 'rgb' or 'lab'"),
+        ({"k_min": 5, "k_max": 3}, "k_min <= k_max"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    image, _ = _regions(8, 8, seed=0)
+    with pytest.raises(ValueError, match=message):
+        pipeline.segment(image, key=jax.random.PRNGKey(0), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((8, 8), np.uint8), r"must be \[h, w, 3\]"),
+        (np.full((8, 8, 3), 2.0, np.float32), r"finite values in \[0, 1\]"),
+        (np.full((8, 8, 3), np.nan, np.float32), r"finite values in \[0, 1\]"),
+        (np.zeros((8, 8, 3), np.int64), "uint8 or float"),
+    ],
+)
+def test_bad_images(image, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.segment(image, "kmeans", key=jax.random.PRNGKey(0))
