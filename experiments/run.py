@@ -14,6 +14,7 @@ import re
 import sys
 from pathlib import Path
 
+import jax
 from absl import app, flags
 
 from jaxseg import distributed, pipeline, runner
@@ -54,6 +55,11 @@ _PAD_MULTIPLE = flags.DEFINE_integer(
     "pad_multiple", 1, "Pad image sides to a multiple of this, to batch different sizes."
 )
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the per-image keys.")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache_dir",
+    "~/.cache/jaxseg/xla",
+    "JAX persistent compilation cache: reruns skip compiling ('' disables it).",
+)
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Run directory (default: runs/<dataset>-<method>)."
 )
@@ -143,6 +149,10 @@ def main(argv):
     except (ValueError, FileNotFoundError) as error:
         print(f"run.py: error: {error}", file=sys.stderr)
         return 2
+    if _COMPILATION_CACHE.value:
+        cache = Path(_COMPILATION_CACHE.value).expanduser()
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     runner.run(config, output_dir)
     return 0
 

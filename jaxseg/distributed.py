@@ -159,6 +159,6 @@ def data_parallel(fn: Callable, *, devices: Sequence[jax.Device] | None = None) 
         outputs = compiled(*jax.tree.map(place, args))
         if not pad:
             return outputs
-        return jax.tree.map(lambda out: out[-batch:], outputs)
+        return jax.tree.map(lambda out: out[:batch], outputs)
 
     return run

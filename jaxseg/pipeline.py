@@ -51,6 +51,7 @@ __all__ = [
     "Segmentation",
     "base_method",
     "bucket_shape",
+    "colour_size",
     "consecutive_labels",
     "from_bucket",
     "is_ensemble",
@@ -284,9 +285,38 @@ def _gmm_labels(x, weight, keys, n_clusters, options: Options):
 
     def one(args):
         x, w, labels, k = args
-        return jax.lax.switch(k - options.k_min, branches, x, w, labels)
+        # An all-masked image (a padded batch slot) skips EM.
+        return jax.lax.cond(
+            jnp.any(w > 0),
+            lambda: jax.lax.switch(k - options.k_min, branches, x, w, labels),
+            lambda: jnp.zeros_like(labels),
+        )
 
     return jax.lax.map(one, (x, weight, labels, chosen)), options.k_max
+
+
+def colour_size(image: np.ndarray) -> int | None:
+    """Static size of the distinct-colour compression of a bucketed image [h, w, 3] (float
+    holding uint8 values / 255, as `to_bucket` gives for uint8 input): half its pixel count when
+    it has at most that many distinct colours (BSDS images have 5k to 90k of 154k), else None
+    (every pixel a point). One size per image shape keeps one compilation per shape, and depends
+    only on the image, so its labels do not depend on its batch."""
+    size = image.shape[0] * image.shape[1] // 2
+    count = features.count_distinct_colours(np.round(image * 255).astype(np.uint8))
+    return size if 0 < count <= size else None
+
+
+def _colour_points(images, mask, n_colours: int, options: Options):
+    """Distinct colours as weighted points: ([b, n_colours, 3] features, [b, n_colours]
+    unmasked pixel counts, [b, h*w] each pixel's row)."""
+    b = images.shape[0]
+    pixels = jnp.round(images * 255).astype(jnp.uint8).reshape(b, -1, 3)
+    found = jax.vmap(functools.partial(features.distinct_colours, size=n_colours))(pixels)
+    counts = jax.vmap(functools.partial(jax.ops.segment_sum, num_segments=n_colours))(
+        mask.reshape(b, -1).astype(jnp.float32), found.inverse
+    )
+    x = jax.vmap(functools.partial(features.colour_features, space=options.space))(found.colours)
+    return x, counts, found.inverse
 
 
 def segment_base(
@@ -297,6 +327,7 @@ def segment_base(
     base: str,
     n_clusters: int | str,
     options: Options,
+    n_colours: int | None = None,
 ) -> Segmentation:
     """The first stage of a batch: K-means, GMM or the CNN (pure; jit and shard it).
 
@@ -307,14 +338,23 @@ def segment_base(
       base: "kmeans", "gmm" or "cnn".
       n_clusters: K, or "elbow" (ignored by the CNN, which picks its own number of labels).
       options: the method's `Options` (`method_options`).
+      n_colours: K-means and GMM on colour features only (xy_weight 0) cluster the images'
+        distinct colours weighted by their pixel counts, exactly the objective over all pixels,
+        when this static size (>= every image's number of distinct colours, `colour_size`) is
+        given; the images must then hold uint8 values / 255. None: every pixel is a point.
     """
     b, h, w, _ = images.shape
     if base == "cnn":
         result = cnn.segment_batch(images, keys, options.cnn, mask=mask)
         return consecutive_labels(result.labels, mask, options.cnn.n_channels)
-    x, weight = _pixel_features(images, mask, options)
     fit = _kmeans_labels if base == "kmeans" else _gmm_labels
-    labels, bound = fit(x, weight, keys, n_clusters, options)
+    if n_colours is not None and options.xy_weight == 0:
+        x, weight, inverse = _colour_points(images, mask, n_colours, options)
+        colour_labels, bound = fit(x, weight, keys, n_clusters, options)
+        labels = jnp.take_along_axis(colour_labels, inverse, axis=1)
+    else:
+        x, weight = _pixel_features(images, mask, options)
+        labels, bound = fit(x, weight, keys, n_clusters, options)
     return consecutive_labels(labels.reshape(b, h, w), mask, bound)
 
 
@@ -372,8 +412,8 @@ def recluster_mean_colours(
 # --------------------------------------------------------------------------- entry points
 
 
-@functools.partial(jax.jit, static_argnames=("method", "n_clusters", "options"))
-def _segment_batch(images, keys, mask, *, method, n_clusters, options):
+@functools.partial(jax.jit, static_argnames=("method", "n_clusters", "options", "n_colours"))
+def _segment_batch(images, keys, mask, *, method, n_clusters, options, n_colours):
     base_keys, ensemble_keys = split_keys(keys)
     base_options = method_options(method, options)
     base_n_clusters = "elbow" if is_ensemble(method) else n_clusters
@@ -384,6 +424,7 @@ def _segment_batch(images, keys, mask, *, method, n_clusters, options):
         base=_BASE[method],
         n_clusters=base_n_clusters,
         options=base_options,
+        n_colours=n_colours,
     )
     if not is_ensemble(method):
         return result
@@ -405,6 +446,7 @@ def segment_batch(
     keys: jax.Array,
     mask: jax.Array | None = None,
     n_clusters: int | str = "elbow",
+    n_colours: int | None = None,
     **options,
 ) -> Segmentation:
     """Segments a batch of same-shape images with `method`, in one compiled call.
@@ -415,11 +457,14 @@ def segment_batch(
       keys: [b] PRNG keys, one per image (the runner uses `fold_in(PRNGKey(seed), index)`).
       mask: [b, h, w] bool, False on padded pixels; None: every pixel counts.
       n_clusters: K of K-means / GMM (of the K-means stage for the ensembles), or "elbow".
+      n_colours: cluster the distinct colours (see `segment_base`): a static size >= every
+        image's number of distinct colours (`colour_size`); the images must hold uint8 values.
+        None: cluster every pixel.
       **options: fields of `Options`.
 
     Returns:
       A `Segmentation` with labels [b, h, w]. Image i's labels depend only on images[i],
-      keys[i] and mask[i].
+      keys[i], mask[i] and n_colours.
     """
     opts = _options(options)
     _check_method(method)
@@ -434,8 +479,22 @@ def segment_batch(
         raise ValueError(f"mask must have shape {images.shape[:3]}, got {np.shape(mask)}")
     if len(keys) != len(images):
         raise ValueError(f"need one key per image: {len(keys)} keys, {len(images)} images")
+    if n_colours is not None:
+        if not np.array_equal(np.round(images * 255) / np.float32(255), images):
+            raise ValueError("n_colours needs images of uint8 values (uint8, or uint8 / 255)")
+        counts = [
+            features.count_distinct_colours(np.round(x * 255).astype(np.uint8)) for x in images
+        ]
+        if max(counts) > n_colours:
+            raise ValueError(f"an image has {max(counts)} distinct colours > n_colours={n_colours}")
     return _segment_batch(
-        images, keys, jnp.asarray(mask, bool), method=method, n_clusters=n_clusters, options=opts
+        images,
+        keys,
+        jnp.asarray(mask, bool),
+        method=method,
+        n_clusters=n_clusters,
+        options=opts,
+        n_colours=n_colours,
     )
 
 
@@ -459,7 +518,8 @@ def segment(
 
     Returns:
       The label map [h, w] int32, labels 0..n-1. Equal to the labels the runner and
-      `segment_images` give this image with this key, whatever the batch.
+      `segment_images` give this image with this key, whatever the batch. K-means and GMM of a
+      uint8 image run over its distinct colours (the same objective, `colour_size`).
     """
     return segment_images([image], method, keys=key[None], n_clusters=n_clusters, **options)[0]
 
@@ -473,24 +533,27 @@ def segment_images(
     pad_multiple: int = 1,
     **options,
 ) -> list[jax.Array]:
-    """Segments images of any shapes, batching those that share a bucket (`bucket_shape`).
+    """Segments images of any shapes, batching those that share a bucket: the same
+    `bucket_shape` and, for uint8 images, the same `colour_size`.
 
     Returns one label map [h_i, w_i] int32 per image, in order.
     """
     if len(keys) != len(images):
         raise ValueError(f"need one key per image: {len(keys)} keys, {len(images)} images")
-    buckets: dict[tuple[int, int], list[int]] = {}
+    buckets: dict[tuple, list[int]] = {}
     prepared = [to_bucket(image, pad_multiple=pad_multiple) for image in images]
     for i, (bucketed, _) in enumerate(prepared):
-        buckets.setdefault(bucketed.shape[:2], []).append(i)
+        n_colours = colour_size(bucketed) if np.asarray(images[i]).dtype == np.uint8 else None
+        buckets.setdefault((bucketed.shape[:2], n_colours), []).append(i)
     out: list = [None] * len(images)
-    for members in buckets.values():
+    for (_, n_colours), members in buckets.items():
         result = segment_batch(
             np.stack([prepared[i][0] for i in members]),
             method,
             keys=keys[np.asarray(members)],
             mask=np.stack([prepared[i][1] for i in members]),
             n_clusters=n_clusters,
+            n_colours=n_colours,
             **options,
         )
         labels = np.asarray(result.labels)

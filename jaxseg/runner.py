@@ -258,14 +258,20 @@ class _Paths:
 
 
 class _Item(NamedTuple):
-    """An image waiting in its bucket: dataset index, sample, bucketed image and mask, and the
-    units it still needs."""
+    """An image waiting in its bucket: dataset index, sample, bucketed image and mask, the
+    size of its distinct-colour compression (`pipeline.colour_size`; None for CNN-only work),
+    and the units it still needs."""
 
     index: int
     sample: data.Sample
     bucketed: np.ndarray
     mask: np.ndarray
+    n_colours: int | None
     units: tuple[Unit, ...]
+
+    @property
+    def bucket(self) -> tuple:
+        return self.bucketed.shape, self.n_colours
 
 
 def _first_stage(unit: Unit) -> tuple[str, int | str | None]:
@@ -307,22 +313,39 @@ class _Stages:
     def __init__(self, config: RunConfig):
         self.options = config.options()
         self.cnn_mode = config.cnn_mode
+        self.batch_size = config.batch_size
         self.cnn_params: dict[cnn.Config, Any] = {}
         self._fns: dict = {}
         self._compiled: set = set()
 
-    def _call(self, stage, make, *args):
-        """(outputs, seconds, compiled now) of the stage `stage` on `args`."""
+    def _call(self, stage, make, *args, cnn_stage=False):
+        """(outputs, seconds, compiled now) of the stage `stage` on `args` ([n, ...] each).
+
+        A partial batch is padded to the batch size (CNN stages: to the next power of two, as
+        vmapped CNN slots cost a full fit each) with copies of its first image under an
+        all-False mask (the GMM skips such slots), so each stage compiles for few batch sizes;
+        the padded slots' results are dropped.
+        """
         if stage not in self._fns:
             self._fns[stage] = distributed.data_parallel(make())
+        n = len(args[0])
+        size = _compiled_batch_size(n, self.batch_size) if cnn_stage else self.batch_size
+        size = max(size, n)
+
+        def pad(a):
+            fill = jnp.zeros_like(a[:1]) if a.dtype == bool else a[:1]
+            return jnp.concatenate([a, jnp.repeat(fill, size - n, 0)])
+
+        args = tuple(pad(jnp.asarray(a)) for a in args)
         shapes = tuple(np.shape(a) for a in args)
         compiled = (stage, shapes) not in self._compiled
         self._compiled.add((stage, shapes))
         start = time.perf_counter()
         out = jax.block_until_ready(self._fns[stage](*args))
-        return out, time.perf_counter() - start, compiled
+        seconds = time.perf_counter() - start
+        return jax.tree.map(lambda a: a[:n], out), seconds, compiled
 
-    def first(self, method, k, images, keys, mask):
+    def first(self, method, k, n_colours, images, keys, mask):
         base = pipeline.base_method(method)
         options = pipeline.method_options(method, self.options)
         if base == "cnn" and self.cnn_mode == "dataset":
@@ -330,12 +353,18 @@ class _Stages:
             make = lambda: functools.partial(  # noqa: E731
                 _apply_cnn, params=self.cnn_params[config], n_channels=config.n_channels
             )
-            return self._call(("dataset-cnn", config), make, images, mask)
+            return self._call(("dataset-cnn", config), make, images, mask, cnn_stage=True)
         n_clusters = "elbow" if k is None else k
+        n_colours = None if base == "cnn" else n_colours
         make = lambda: functools.partial(  # noqa: E731
-            pipeline.segment_base, base=base, n_clusters=n_clusters, options=options
+            pipeline.segment_base,
+            base=base,
+            n_clusters=n_clusters,
+            options=options,
+            n_colours=n_colours,
         )
-        return self._call(("first", base, n_clusters, options), make, images, keys, mask)
+        stage = ("first", base, n_clusters, options, n_colours)
+        return self._call(stage, make, images, keys, mask, cnn_stage=base == "cnn")
 
     def second(self, method, k, images, labels, keys, mask):
         n_segments = pipeline.label_bound(method, "elbow", self.options)
@@ -383,19 +412,17 @@ def _run_batch(items: list[_Item], config: RunConfig, stages: _Stages) -> dict:
     is the time of the unit's stages over the batch divided by its images (a first stage shared
     by several units counts for each); compiled says whether a stage was compiled in the call.
     """
-    size = _compiled_batch_size(len(items), config.batch_size)
-    fill = [items[i % len(items)] for i in range(size)]  # extra slots repeat real images
-    images = np.stack([it.bucketed for it in fill])
-    mask = np.stack([it.mask for it in fill])
+    images = np.stack([it.bucketed for it in items])
+    mask = np.stack([it.mask for it in items])
     base_keys, ensemble_keys = pipeline.split_keys(
-        _image_keys(config.seed, [it.index for it in fill])
+        _image_keys(config.seed, [it.index for it in items])
     )
     firsts: dict = {}
     results = {}
     for unit in [u for u in config.units() if any(u in it.units for it in items)]:
         first = _first_stage(unit)
         if first not in firsts:
-            firsts[first] = stages.first(*first, images, base_keys, mask)
+            firsts[first] = stages.first(*first, items[0].n_colours, images, base_keys, mask)
         out, seconds, compiled = firsts[first]
         if pipeline.is_ensemble(unit.method):
             out, more, compiled_now = stages.second(
@@ -567,10 +594,10 @@ def run(config: RunConfig, workdir: str | os.PathLike) -> dict | None:
         stages.train_cnn(list(every), config)
     buckets: dict[tuple, list[_Item]] = {}
     for item in items:
-        bucket = buckets.setdefault(item.bucketed.shape, [])
+        bucket = buckets.setdefault(item.bucket, [])
         bucket.append(item)
         if len(bucket) == config.batch_size:
-            _process(buckets.pop(item.bucketed.shape), config, stages, paths, progress)
+            _process(buckets.pop(item.bucket), config, stages, paths, progress)
     for bucket in buckets.values():
         _process(bucket, config, stages, paths, progress)
     distributed.barrier("jaxseg-runner-done")
@@ -590,6 +617,8 @@ def _load(dataset, pending, config: RunConfig, paths: _Paths | None, progress=No
         try:
             sample = dataset[index]
             bucketed, mask = pipeline.to_bucket(sample.image, pad_multiple=config.pad_multiple)
+            clusters = any(pipeline.base_method(u.method) != "cnn" for u in todo)
+            n_colours = pipeline.colour_size(bucketed) if clusters else None
         except Exception as error:  # noqa: BLE001 - any bad image is logged and skipped
             if paths is not None:
                 for unit in todo:
@@ -597,7 +626,7 @@ def _load(dataset, pending, config: RunConfig, paths: _Paths | None, progress=No
             if progress is not None:
                 progress.update(1)
             continue
-        yield _Item(index, sample, bucketed, mask, todo)
+        yield _Item(index, sample, bucketed, mask, n_colours, todo)
 
 
 def _process(items, config, stages, paths, progress) -> None:

@@ -274,7 +274,7 @@ def _toy_worker() -> dict:
     return {"devices": jax.local_device_count(), "mismatches": mismatches}
 
 
-def _tiny_images(n: int, height: int = 24, width: int = 20) -> np.ndarray:
+def _tiny_images(n: int, height: int = 32, width: int = 32) -> np.ndarray:
     """Three noisy colour regions per image (different layout and colours per image)."""
     images = []
     for i in range(n):

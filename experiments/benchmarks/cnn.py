@@ -306,7 +306,7 @@ def run(out_dir: Path) -> list[dict]:
         f"peak {peak and round(peak)} GFLOP/s, {flops / 1e9:.1f} GFLOP/iteration at {h}x{w}"
     )
     print(
-        f"{'method':<24}{'size':>10}{'s/iter':>10}{'ratio':>8}{'GFLOP/s':>10}{'peak%':>7}"
+        f"{'method':<24}{'h x w':>10}{'s/iter':>10}{'ratio':>8}{'GFLOP/s':>10}{'peak%':>7}"
         f"{'img-it/s':>10}"
     )
     for r in rows:
@@ -317,8 +317,6 @@ def run(out_dir: Path) -> list[dict]:
             f"{r['method']:<24}{r['h']:>5}x{r['w']:<4}{r['median_s']:>10.3f}{ratio:>8}"
             f"{r.get('gflops_per_s', 0):>10.1f}{frac:>7}{ips:>10}"
         )
-    if _COMPARE.value:
-        rows += _compare_modes(base)
     if _COMPARE.value:
         rows += _compare_modes(base)
     return rows
