@@ -40,6 +40,8 @@ _NUM_IMAGES = flags.DEFINE_integer(
 _K = flags.DEFINE_list(
     "k", ["elbow"], "K for K-means/GMM: 'elbow', an integer, or a comma list (ODS/OIS over it)."
 )
+_ELBOW_K_MIN = flags.DEFINE_integer("elbow_k_min", 2, "Smallest K the elbow method tries.")
+_ELBOW_K_MAX = flags.DEFINE_integer("elbow_k_max", 10, "Largest K the elbow method tries.")
 _FEATURES = flags.DEFINE_enum("features", "rgb", ["rgb", "lab"], "Pixel colour features.")
 _XY_WEIGHT = flags.DEFINE_float(
     "xy_weight", 0.0, "Weight of (row, col) pixel features for K-means/GMM."
@@ -112,6 +114,8 @@ def _config() -> tuple[runner.RunConfig, Path]:
         data_dir=_DATA_DIR.value,
         num_images=_NUM_IMAGES.value,
         k=_k(_K.value),
+        elbow_k_min=_ELBOW_K_MIN.value,
+        elbow_k_max=_ELBOW_K_MAX.value,
         features=_FEATURES.value,
         xy_weight=_XY_WEIGHT.value,
         cnn_preset=_CNN_PRESET.value,

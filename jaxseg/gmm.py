@@ -114,7 +114,7 @@ def _log_gaussian(xt: jax.Array, means: jax.Array, prec_chol: jax.Array) -> jax.
 
 
 def _e_step(xt, params: _Params):
-    """Weighted log-densities [k, n], their logsumexp over components [n] and MAP labels [n]."""
+    """log(weight) + log-density [k, n], its logsumexp over components [n], MAP labels [n]."""
     log_prob = jnp.log(params.weights)[:, None] + _log_gaussian(
         xt, params.means, params.precisions_cholesky
     )
@@ -135,8 +135,10 @@ def _m_step(x, xt, resp_w: jax.Array, covariance_type: str, reg_covar) -> _Param
     centred = [xt[i][None, :] - means[:, i, None] for i in range(d)]  # d x [k, n]
     # Second moments about the new means (raw moments lose too much in float32), as one
     # stacked reduction over the points: [k, pairs, n] -> [k, pairs].
-    pairs = [(i, j) for i in range(d) for j in range(i, d)] if covariance_type == "full" else []
-    pairs = pairs or [(i, i) for i in range(d)]
+    if covariance_type == "full":
+        pairs = [(i, j) for i in range(d) for j in range(i, d)]
+    else:
+        pairs = [(i, i) for i in range(d)]
     moments = jnp.sum(jnp.stack([resp_w * centred[i] * centred[j] for i, j in pairs], 1), 2)
     moments = moments / nk[:, None] + reg_covar * jnp.array([i == j for i, j in pairs], x.dtype)
     if covariance_type == "full":

@@ -287,14 +287,17 @@ def _update(points, centroids, labels, sq_dist, n_active):
     """New centroids: weighted means, empty clusters moved to the farthest points."""
     k, d = centroids.shape
     totals = _cluster_totals(k)(points.xw, labels)  # [k, d + 1]: sum of w * x, sum of w
-    sums, counts = totals[:, :d], totals[:, d]
-    # scikit-learn's relocation: the i-th empty cluster takes the i-th farthest point, which
-    # leaves the cluster it was assigned to.
-    empty = (counts <= 0) & (jnp.arange(k) < n_active)
-    _, farthest = lax.top_k(jnp.where(points.w > 0, sq_dist, -1.0), k)
-    far = farthest[jnp.maximum(jnp.cumsum(empty) - 1, 0)]  # [k] point taken by each cluster
-    moved = jnp.where(empty[:, None], points.xw[far], 0.0)  # [k, d + 1]
-    totals = jnp.where(empty[:, None], moved, totals) - _cluster_totals(k)(moved, labels[far])
+    empty = (totals[:, d] <= 0) & (jnp.arange(k) < n_active)
+
+    def relocate(totals):
+        # scikit-learn's rule: the i-th empty cluster takes the i-th farthest point, which
+        # leaves the cluster it was assigned to.
+        _, farthest = lax.top_k(jnp.where(points.w > 0, sq_dist, -1.0), k)
+        far = farthest[jnp.maximum(jnp.cumsum(empty) - 1, 0)]  # [k] point taken by each cluster
+        moved = jnp.where(empty[:, None], points.xw[far], 0.0)  # [k, d + 1]
+        return jnp.where(empty[:, None], moved, totals) - _cluster_totals(k)(moved, labels[far])
+
+    totals = lax.cond(jnp.any(empty), relocate, lambda totals: totals, totals)
     sums, counts = totals[:, :d], totals[:, d]
     safe_counts = jnp.where(counts > 0, counts, 1.0)
     return jnp.where(counts[:, None] > 0, sums / safe_counts[:, None], centroids)
@@ -438,14 +441,16 @@ def predict(x, centroids) -> jax.Array:
     return _nearest(points, jnp.asarray(centroids, jnp.float32), centroids.shape[0])[1]
 
 
-def _kneedle(candidates: jax.Array, inertia: jax.Array) -> jax.Array:
+def _kneedle(candidates: jax.Array, inertia: jax.Array, scale) -> jax.Array:
     """Distance of each point below the chord from the first to the last point of the curve,
-    with K and inertia both scaled to [0, 1] (kneedle's difference curve)."""
+    with K and inertia both scaled to [0, 1] (kneedle's difference curve); all 0 when the
+    curve drops by at most 1e-6 * scale (rounding noise: a flat curve)."""
     span = jnp.maximum(candidates[-1] - candidates[0], 1)
     position = (candidates - candidates[0]) / span
     drop = inertia[0] - inertia[-1]
     chord = inertia[0] - drop * position
-    return (chord - inertia) / jnp.where(drop > 0, drop, 1.0)
+    flat = drop <= 1e-6 * scale
+    return jnp.where(flat, 0.0, (chord - inertia) / jnp.where(flat, 1.0, drop))
 
 
 @functools.partial(jax.jit, static_argnames=("k_min", "k_max", "init", "max_iter"))
@@ -455,7 +460,9 @@ def _elbow(x, sample_weight, key, tol, *, k_min, k_max, init, max_iter):
     seeds = _seed(points, k_max, key, init)
     candidates = jnp.arange(k_min, k_max + 1, dtype=jnp.int32)
     fits = jax.vmap(lambda k: _lloyd(points, seeds, k, max_iter))(candidates)
-    score = _kneedle(candidates, fits.inertia)
+    # Inertia is resolved to about float32 epsilon times the summed squared norms.
+    scale = jnp.dot(points.w, points.sq_norms, precision=_HIGHEST)
+    score = _kneedle(candidates, fits.inertia, scale)
     unused = jnp.arange(k_max)[None, :] >= candidates[:, None]
     return ElbowResult(
         n_clusters=candidates[jnp.argmax(score)],
@@ -487,7 +494,8 @@ def elbow(
     the first K of one k-means++ seeding for k_max, with 2 + log(k_max) candidates per centroid).
     The rule (kneedle): scale K and inertia to [0, 1] between the first and last K, and choose
     the first K whose inertia lies farthest below the straight chord joining the two ends. A
-    flat curve (e.g. a one-colour image) gives k_min.
+    curve that drops by at most 1e-6 of sum(sample_weight * |x|^2), float32's resolution of the
+    inertia, is flat (e.g. a one-colour image) and gives k_min.
 
     Args:
       x, init, max_iter, tol, sample_weight: as in `fit` (init a string only).

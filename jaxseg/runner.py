@@ -72,6 +72,8 @@ _LABEL_SETTINGS = (
     "dataset",
     "split",
     "k",
+    "elbow_k_min",
+    "elbow_k_max",
     "features",
     "xy_weight",
     "cnn_preset",
@@ -95,6 +97,7 @@ class RunConfig:
       num_images: the first `num_images` images of the sorted dataset; None: all.
       k: K candidates, each an integer >= 2 or "elbow". With several, each method runs once
         per candidate and ODS/OIS are reported over them.
+      elbow_k_min, elbow_k_max: the range of K the elbow method searches.
       features: "rgb" or "lab" pixel colour features.
       xy_weight: weight of (row, col) features for K-means/GMM (the `_xy` variants override it).
       cnn_preset: "paper" or "kim2020" (`cnn.Config`).
@@ -114,6 +117,8 @@ class RunConfig:
     data_dir: str | None = None
     num_images: int | None = None
     k: tuple[int | str, ...] = ("elbow",)
+    elbow_k_min: int = 2
+    elbow_k_max: int = 10
     features: str = "rgb"
     xy_weight: float = 0.0
     cnn_preset: str = "paper"
@@ -157,7 +162,11 @@ class RunConfig:
 
     def options(self) -> pipeline.Options:
         return pipeline.Options(
-            space=self.features, xy_weight=self.xy_weight, cnn_config=self.cnn_config()
+            space=self.features,
+            xy_weight=self.xy_weight,
+            k_min=self.elbow_k_min,
+            k_max=self.elbow_k_max,
+            cnn_config=self.cnn_config(),
         )
 
     def units(self) -> list[Unit]:
@@ -307,6 +316,11 @@ def _apply_cnn(images, mask, *, params, n_channels):
     return pipeline.consecutive_labels(labels.astype(jnp.int32), mask, n_channels)
 
 
+# Stage key -> (compiled function, argument shapes it was called with), shared by every run in
+# this process: a stage's key fixes its function.
+_SHARED_STAGES: dict = {}
+
+
 class _Stages:
     """The run's compiled stages, each wrapped once in `distributed.data_parallel`."""
 
@@ -316,9 +330,8 @@ class _Stages:
         self.batch_size = config.batch_size
         self.cnn_params: dict[cnn.Config, Any] = {}
         self._fns: dict = {}
-        self._compiled: set = set()
 
-    def _call(self, stage, make, *args, cnn_stage=False):
+    def _call(self, stage, make, *args, cnn_stage=False, shared=True):
         """(outputs, seconds, compiled now) of the stage `stage` on `args` ([n, ...] each).
 
         A partial batch is padded to the batch size (CNN stages: to the next power of two, as
@@ -326,8 +339,10 @@ class _Stages:
         all-False mask (the GMM skips such slots), so each stage compiles for few batch sizes;
         the padded slots' results are dropped.
         """
-        if stage not in self._fns:
-            self._fns[stage] = distributed.data_parallel(make())
+        fns = _SHARED_STAGES if shared else self._fns
+        if stage not in fns:
+            fns[stage] = (distributed.data_parallel(make()), set())
+        fn, compiled_shapes = fns[stage]
         n = len(args[0])
         size = _compiled_batch_size(n, self.batch_size) if cnn_stage else self.batch_size
         size = max(size, n)
@@ -338,10 +353,10 @@ class _Stages:
 
         args = tuple(pad(jnp.asarray(a)) for a in args)
         shapes = tuple(np.shape(a) for a in args)
-        compiled = (stage, shapes) not in self._compiled
-        self._compiled.add((stage, shapes))
+        compiled = shapes not in compiled_shapes
+        compiled_shapes.add(shapes)
         start = time.perf_counter()
-        out = jax.block_until_ready(self._fns[stage](*args))
+        out = jax.block_until_ready(fn(*args))
         seconds = time.perf_counter() - start
         return jax.tree.map(lambda a: a[:n], out), seconds, compiled
 
@@ -353,7 +368,8 @@ class _Stages:
             make = lambda: functools.partial(  # noqa: E731
                 _apply_cnn, params=self.cnn_params[config], n_channels=config.n_channels
             )
-            return self._call(("dataset-cnn", config), make, images, mask, cnn_stage=True)
+            stage = ("dataset-cnn", config)
+            return self._call(stage, make, images, mask, cnn_stage=True, shared=False)
         n_clusters = "elbow" if k is None else k
         n_colours = None if base == "cnn" else n_colours
         make = lambda: functools.partial(  # noqa: E731
@@ -747,7 +763,7 @@ def _summarise(config: RunConfig, dataset: data.Dataset, paths: _Paths) -> dict:
             else None
         ),
     }
-    return summary
+    return json.loads(json.dumps(summary))  # as summary.json reads back: lists, not tuples
 
 
 def _unit_summary(unit: Unit, records: dict) -> dict:

@@ -162,10 +162,12 @@ def test_bad_input_raises(x, k, kwargs, message):
 def test_kneedle_picks_the_corner_of_a_hand_made_curve():
     candidates = jnp.arange(2, 7)
     inertia = jnp.array([100.0, 30.0, 20.0, 15.0, 12.0])
-    score = kmeans._kneedle(candidates, inertia)
+    score = kmeans._kneedle(candidates, inertia, 500.0)
     # chord from (0, 100) to (1, 12); at K=3 (position 1/4) it is 78, 48 above the curve
     assert float(score[1]) == pytest.approx(48.0 / 88.0)
     assert int(jnp.argmax(score)) == 1 and float(score[0]) == 0.0
+    flat = kmeans._kneedle(candidates, inertia * 1e-9, 500.0)  # drops by < 1e-6 * 500
+    np.testing.assert_array_equal(np.asarray(flat), 0.0)
 
 
 def test_elbow_finds_the_number_of_blobs_in_one_compile():

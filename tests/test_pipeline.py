@@ -8,8 +8,9 @@ import pytest
 
 from jaxseg import cnn, pipeline
 
-# Few CNN iterations and channels keep the compiled CNN small and fast.
+# Few CNN iterations and channels, and few elbow candidates, keep compilation short.
 TINY_CNN = dataclasses.replace(cnn.Config.paper(), n_channels=8, max_iter=4)
+FAST = {"cnn_config": TINY_CNN, "k_max": 4}
 
 
 def _regions(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,15 +51,15 @@ def test_bucket_round_trip_and_mask():
 
 @pytest.mark.parametrize("method", ["kmeans", "gmm", "kmeans_xy"])
 def test_clusterings_recover_regions(method):
-    image, truth = _regions(18, 24, seed=0)
-    labels = pipeline.segment(image, method, key=jax.random.PRNGKey(0), n_clusters=3)
+    image, truth = _regions(12, 15, seed=0)
+    labels = pipeline.segment(image, method, key=jax.random.PRNGKey(0), n_clusters=3, **FAST)
     assert labels.shape == truth.shape and labels.dtype == np.int32
     assert _same_partition(np.asarray(labels), truth)
 
 
 def test_elbow_finds_three_regions():
-    image, truth = _regions(18, 24, seed=1)
-    labels = np.asarray(pipeline.segment(image, "kmeans", key=jax.random.PRNGKey(1)))
+    image, truth = _regions(12, 15, seed=1)
+    labels = np.asarray(pipeline.segment(image, "kmeans", key=jax.random.PRNGKey(1), **FAST))
     assert _same_partition(labels, truth)
 
 
@@ -69,26 +70,20 @@ def test_ensemble_only_merges_its_first_stage(method):
     image, _ = _regions(12, 15, seed=2)
     key = jax.random.PRNGKey(3)
     first = method.removesuffix("_kmeans")
-    base = np.asarray(pipeline.segment(image, first, key=key, cnn_config=TINY_CNN))
-    ensemble = np.asarray(pipeline.segment(image, method, key=key, cnn_config=TINY_CNN))
+    base = np.asarray(pipeline.segment(image, first, key=key, **FAST))
+    ensemble = np.asarray(pipeline.segment(image, method, key=key, **FAST))
     assert _merges(base, ensemble)
     assert len(np.unique(ensemble)) <= len(np.unique(base))
-
-
-def test_labels_are_consecutive():
-    image, _ = _regions(12, 15, seed=4)
-    labels = np.asarray(
-        pipeline.segment(image, "cnn", key=jax.random.PRNGKey(0), cnn_config=TINY_CNN)
-    )
-    np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
+    for labels in (base, ensemble):  # consecutive labels 0..n-1
+        np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
 
 
 def test_batched_equals_one_by_one():
     images = [_regions(12, 15, seed=s)[0] for s in range(3)] + [_regions(15, 12, seed=9)[0]]
     keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(0), np.arange(4))
-    batched = pipeline.segment_images(images, "gmm_kmeans", keys=keys)
+    batched = pipeline.segment_images(images, "gmm_kmeans", keys=keys, **FAST)
     for image, key, labels in zip(images, keys, batched, strict=True):
-        alone = pipeline.segment(image, "gmm_kmeans", key=key)
+        alone = pipeline.segment(image, "gmm_kmeans", key=key, **FAST)
         assert labels.shape == image.shape[:2]
         np.testing.assert_array_equal(labels, alone)
 
@@ -99,19 +94,17 @@ def test_mask_keeps_padding_out():
     garbage = np.where(mask[..., None], bucketed, np.float32(0.9))
     keys = jax.random.split(jax.random.PRNGKey(0), 1)
     for method in ("kmeans", "gmm"):
-        clean = pipeline.segment_batch(bucketed[None], method, keys=keys, mask=mask[None])
-        noisy = pipeline.segment_batch(garbage[None], method, keys=keys, mask=mask[None])
+        clean = pipeline.segment_batch(bucketed[None], method, keys=keys, mask=mask[None], **FAST)
+        noisy = pipeline.segment_batch(garbage[None], method, keys=keys, mask=mask[None], **FAST)
         np.testing.assert_array_equal(clean.labels[0][mask], noisy.labels[0][mask])
         assert not np.asarray(clean.labels[0])[~mask].any()
 
 
 def test_cnn_padding_does_not_change_labels():
-    image, _ = _regions(10, 13, seed=6)
-    key = jax.random.PRNGKey(2)[None]
-    exact = pipeline.segment_images([image], "cnn", keys=key, cnn_config=TINY_CNN)[0]
-    padded = pipeline.segment_images([image], "cnn", keys=key, cnn_config=TINY_CNN, pad_multiple=8)[
-        0
-    ]
+    image, _ = _regions(12, 15, seed=2)
+    key = jax.random.PRNGKey(3)[None]
+    exact = pipeline.segment_images([image], "cnn", keys=key, **FAST)[0]
+    padded = pipeline.segment_images([image], "cnn", keys=key, pad_multiple=8, **FAST)[0]
     np.testing.assert_array_equal(exact, padded)
 
 
