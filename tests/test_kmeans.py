@@ -192,3 +192,17 @@ def test_elbow_bad_range_raises():
         kmeans.elbow(x, jax.random.key(0), k_min=5, k_max=4)
     with pytest.raises(ValueError, match="k_max"):
         kmeans.elbow(x[:3], jax.random.key(0), k_min=2, k_max=4)
+
+
+def test_elbow_under_vmap_agrees_with_one_by_one():
+    x = np.stack([_blobs(seed=s, n_per=60)[0] for s in range(2)])
+    weights = np.ones(x.shape[:2], np.float32)
+    weights[1, -30:] = 0.0  # the second item's last points are padding
+    keys = jax.random.split(jax.random.key(4), 2)
+    batched = jax.vmap(lambda x, w, k: kmeans.elbow(x, k, k_max=6, sample_weight=w))(
+        x, weights, keys
+    )
+    for i in range(2):
+        single = kmeans.elbow(x[i], keys[i], k_max=6, sample_weight=weights[i])
+        assert int(batched.n_clusters[i]) == int(single.n_clusters)
+        np.testing.assert_allclose(np.asarray(batched.inertia[i]), single.inertia, rtol=1e-5)
