@@ -5,8 +5,17 @@ feature clustering CNN of Kim, Kanezaki & Tanaka (2020), their ensembles, and th
 Berkeley Segmentation benchmark's region metrics.
 """
 
-from jaxseg import data, features, gmm, kmeans, metrics
+from jaxseg import cnn, data, distributed, evaluate, features, gmm, kmeans, metrics
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "features", "gmm", "kmeans", "metrics"]
+__all__ = [
+    "cnn",
+    "data",
+    "distributed",
+    "evaluate",
+    "features",
+    "gmm",
+    "kmeans",
+    "metrics",
+]
