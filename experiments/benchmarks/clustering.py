@@ -23,7 +23,6 @@ time (> 1: jaxseg faster). Writes clustering.json to the output folder.
 
 import functools
 import json
-import os
 import time
 from pathlib import Path
 
@@ -36,13 +35,9 @@ from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
+from benchmarks import common
 from jaxseg import features, gmm, kmeans
 
-_DATA_DIR = flags.DEFINE_string(
-    "clustering_data_dir",
-    os.environ.get("JAXSEG_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data")),
-    "Folder holding BSDS500/.",
-)
 _NUM_IMAGES = flags.DEFINE_integer(
     "clustering_num_images", 10, "BSDS500 val images (sorted by name) for the K-means rows."
 )
@@ -139,7 +134,7 @@ def _row(method, impl, seconds, objectives, ours_seconds, ours_objectives, **ext
 
 
 def run(out_dir: Path) -> list[dict]:
-    folder = Path(_DATA_DIR.value) / "BSDS500" / "images" / "val"
+    folder = common.data_dir() / "BSDS500" / "images" / "val"
     paths = sorted(folder.glob("*.jpg"))[: max(_NUM_IMAGES.value, _BATCH.value)]
     if not paths:
         raise FileNotFoundError(f"no BSDS500 val images in {folder} (set --clustering_data_dir)")

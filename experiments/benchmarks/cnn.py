@@ -19,13 +19,9 @@ import numpy as np
 from absl import flags
 from PIL import Image
 
+from benchmarks import common
 from jaxseg import cnn, data, metrics
 
-_DATA_DIR = flags.DEFINE_string(
-    "cnn_data_dir",
-    os.environ.get("JAXSEG_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data")),
-    "Folder holding BSDS500/.",
-)
 _IMAGE = flags.DEFINE_string("cnn_image", "val/101085.jpg", "BSDS500 image (under images/).")
 _PRESET = flags.DEFINE_enum("cnn_preset", "kim2020", ["paper", "kim2020"], "Config preset.")
 _ITERS = flags.DEFINE_integer("cnn_iters", 10, "Iterations per timed run.")
@@ -65,9 +61,9 @@ _PEAK = flags.DEFINE_float(
 
 
 def _load_image(scale: float = 1.0) -> np.ndarray:
-    path = Path(_DATA_DIR.value) / "BSDS500" / "images" / _IMAGE.value
+    path = common.data_dir() / "BSDS500" / "images" / _IMAGE.value
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (set --cnn_data_dir or JAXSEG_DATA_DIR)")
+        raise FileNotFoundError(f"{path} not found (set --data_dir or JAXSEG_DATA_DIR)")
     image = Image.open(path).convert("RGB")
     if scale != 1.0:
         image = image.resize((round(image.width * scale), round(image.height * scale)))
@@ -202,7 +198,7 @@ def _score(labels: jax.Array, ground_truth) -> float:
 
 def _compare_modes(config: cnn.Config) -> list[dict]:
     """Paper score and seconds per image: per-image fits vs one dataset-mode network."""
-    root = _DATA_DIR.value
+    root = common.data_dir()
     val = data.load_dataset("bsds500", split="val", data_dir=root)
     train = data.load_dataset("bsds500", split="train", data_dir=root)
     scale = _COMPARE_SCALE.value
