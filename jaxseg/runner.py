@@ -104,8 +104,8 @@ class RunConfig:
       cnn_max_iter, cnn_mu: override the preset's when not None.
       cnn_mode: "per-image" (one CNN fitted per image, the paper) or "dataset" (one CNN trained
         on all the run's images, then applied to each: `cnn.train_dataset` / `cnn.apply`).
-      batch_size: images per compiled batch (rounded down to a power of two for the last,
-        partial batch of a shape, to bound recompilation).
+      batch_size: images per compiled batch; a partial batch is padded to it with masked
+        slots (for the CNN to the next power of two), so few batch sizes compile.
       pad_multiple: image sides are padded up to a multiple of this (1: batch only equal
         shapes; larger: fewer compiled shapes, masked padding).
       seed: root of the per-image keys.
@@ -445,6 +445,13 @@ def _run_batch(items: list[_Item], config: RunConfig, stages: _Stages) -> dict:
                 unit.method, unit.k, images, out.labels, ensemble_keys, mask
             )
             seconds, compiled = seconds + more, compiled or compiled_now
+        _log.info(
+            "  %s: %d images, %.1f s%s",
+            unit.name,
+            len(items),
+            seconds,
+            " (compiled)" if compiled else "",
+        )
         labels, n_clusters = np.asarray(out.labels), np.asarray(out.n_clusters)
         for j, it in enumerate(items):
             if unit in it.units:
@@ -527,7 +534,7 @@ class _Progress:
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate else float("inf")
         _log.info(
-            "%d/%d images  %.2f images/s  elapsed %s  ETA %s",
+            "%d/%d images  %.3g images/s  elapsed %s  ETA %s",
             self.done,
             self.total,
             rate,
