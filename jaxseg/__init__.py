@@ -5,7 +5,20 @@ feature clustering CNN of Kim, Kanezaki & Tanaka (2020), their ensembles, and th
 Berkeley Segmentation benchmark's region metrics.
 """
 
-from jaxseg import cnn, data, distributed, evaluate, features, gmm, kmeans, metrics
+from jaxseg import (
+    cnn,
+    data,
+    distributed,
+    evaluate,
+    features,
+    gmm,
+    kmeans,
+    metrics,
+    pipeline,
+    report,
+    runner,
+)
+from jaxseg.pipeline import segment, segment_batch, segment_images
 
 __version__ = "0.1.0"
 
@@ -18,4 +31,10 @@ __all__ = [
     "gmm",
     "kmeans",
     "metrics",
+    "pipeline",
+    "report",
+    "runner",
+    "segment",
+    "segment_batch",
+    "segment_images",
 ]

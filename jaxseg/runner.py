@@ -371,7 +371,8 @@ class _Stages:
             stage = ("dataset-cnn", config)
             return self._call(stage, make, images, mask, cnn_stage=True, shared=False)
         n_clusters = "elbow" if k is None else k
-        n_colours = None if base == "cnn" else n_colours
+        if base == "cnn" or options.xy_weight > 0:
+            n_colours = None  # unused: one compilation for every colour count
         make = lambda: functools.partial(  # noqa: E731
             pipeline.segment_base,
             base=base,
