@@ -461,7 +461,7 @@ def _train_dataset(images, key, mask, config, batch_size, updates_per_batch):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    n_steps = (images.shape[0] // batch_size) * updates_per_batch
+    n_steps = (images.shape[0] // batch_size) * updates_per_batch  # n: a multiple of batch_size
     params, _ = lax.fori_loop(0, n_steps, step, (params, optimizer.init(params)))
     return params
 
@@ -477,9 +477,10 @@ def train_dataset(
 ) -> Params:
     """Train one network on many images [n, h, w, 3] (the authors' reference-image mode).
 
-    As their ``demo_ref.py``: consecutive batches of ``batch_size`` images (a trailing partial
-    batch is dropped), each used for ``updates_per_batch`` (default ``config.max_iter``)
-    updates, with BatchNorm statistics and the loss over the whole batch. No early stopping;
+    As their ``demo_ref.py``: consecutive batches of ``batch_size`` images, the last one holding
+    the remaining ``n % batch_size`` images when ``batch_size`` does not divide n (every image
+    is used), each batch used for ``updates_per_batch`` (default ``config.max_iter``) updates,
+    with BatchNorm statistics and the loss over the whole batch. No early stopping;
     ``min_labels`` is unused. Resize images to one shape first (they used 224x224 and mu 5) or
     pad them with ``pad_batch`` and pass its ``mask``. Apply the result with ``apply``.
     """
@@ -496,9 +497,15 @@ def train_dataset(
         jnp.shape(mask) != jnp.shape(images)[:3] or jnp.result_type(mask) != jnp.bool_
     ):
         raise ValueError(f"mask must be bool with shape {jnp.shape(images)[:3]}")
-    return _train_dataset(
-        jnp.asarray(images, jnp.float32), key, mask, config, batch_size, updates_per_batch
-    )
+    images = jnp.asarray(images, jnp.float32)
+    n_missing = -n % batch_size
+    if n_missing:
+        # The last batch is filled up with all-masked images, which the loss and the
+        # BatchNorm statistics ignore: the same updates as a batch of the remaining images.
+        mask = jnp.ones(images.shape[:3], bool) if mask is None else jnp.asarray(mask)
+        images = jnp.pad(images, ((0, n_missing), (0, 0), (0, 0), (0, 0)))
+        mask = jnp.pad(mask, ((0, n_missing), (0, 0), (0, 0)))
+    return _train_dataset(images, key, mask, config, batch_size, updates_per_batch)
 
 
 @jax.jit

@@ -11,6 +11,11 @@ every sum (0 masks it), so the distinct colours of an image weighted by their pi
 exactly the mixture of the full image. Covariances are [k, d, d] ("full"), [k, d] ("diag") or
 [k] ("spherical"). As in `jaxseg.kmeans`, points are held as [d, n] and sums over the k
 components are unrolled, which suits XLA on CPU.
+
+`fit_from_labels(..., n_active=m)` fits m components in arrays sized for `n_components`: the
+components from index m on have weight exactly 0 and take no part in the E-step, the M-step or
+the log-likelihood. `n_active` may be traced, so one compilation with `n_components = k_max`
+serves every K, and `vmap` fits images with different K together (as `jaxseg.kmeans.elbow`).
 """
 
 import functools
@@ -47,6 +52,8 @@ class GMMResult(NamedTuple):
       covariances: [k, d, d] (full), [k, d] (diag) or [k] (spherical) float32, reg_covar
         included.
       weights: [k] float32 mixing proportions, summing to 1.
+      Components at index >= n_active (`fit_from_labels`) have weight 0, mean 0 and identity
+      covariance (1 for diag and spherical), so every field stays finite.
       precisions_cholesky: Cholesky factors of the precisions, shaped as `covariances`; for
         "full" the upper-triangular U with precision = U U^T (scikit-learn's convention).
       labels: [n] int32 MAP component of each point under the final parameters.
@@ -127,11 +134,14 @@ def _e_step(xt, params: _Params):
     return log_prob, top + jnp.log(total), labels
 
 
-def _m_step(x, xt, resp_w: jax.Array, covariance_type: str, reg_covar) -> _Params:
-    """Parameters from weighted responsibilities resp_w [k, n] (scikit-learn's estimates)."""
+def _m_step(x, xt, resp_w: jax.Array, active, covariance_type: str, reg_covar) -> _Params:
+    """Parameters from weighted responsibilities resp_w [k, n] (scikit-learn's estimates) for
+    the components where active [k] holds; the others (resp_w rows 0) get weight 0, mean 0 and
+    identity covariance."""
     d = x.shape[1]
-    nk = jnp.sum(resp_w, axis=1) + 10 * jnp.finfo(resp_w.dtype).eps  # [k]
-    means = jnp.dot(resp_w, x, precision=_HIGHEST) / nk[:, None]
+    nk = jnp.where(active, jnp.sum(resp_w, axis=1) + 10 * jnp.finfo(resp_w.dtype).eps, 0.0)
+    safe_nk = jnp.where(active, nk, 1.0)  # [k]
+    means = jnp.dot(resp_w, x, precision=_HIGHEST) / safe_nk[:, None]
     centred = [xt[i][None, :] - means[:, i, None] for i in range(d)]  # d x [k, n]
     # Second moments about the new means (raw moments lose too much in float32), as one
     # stacked reduction over the points: [k, pairs, n] -> [k, pairs].
@@ -140,7 +150,9 @@ def _m_step(x, xt, resp_w: jax.Array, covariance_type: str, reg_covar) -> _Param
     else:
         pairs = [(i, i) for i in range(d)]
     moments = jnp.sum(jnp.stack([resp_w * centred[i] * centred[j] for i, j in pairs], 1), 2)
-    moments = moments / nk[:, None] + reg_covar * jnp.array([i == j for i, j in pairs], x.dtype)
+    diagonal = jnp.array([i == j for i, j in pairs], x.dtype)
+    moments = moments / safe_nk[:, None] + reg_covar * diagonal
+    moments = jnp.where(active[:, None], moments, diagonal)
     if covariance_type == "full":
         index = np.zeros((d, d), int)
         for p, (i, j) in enumerate(pairs):
@@ -158,7 +170,9 @@ def _m_step(x, xt, resp_w: jax.Array, covariance_type: str, reg_covar) -> _Param
     )
 
 
-def _em(x, sample_weight, labels, tol, reg_covar, *, n_components, covariance_type, max_iter):
+def _em(
+    x, sample_weight, labels, tol, reg_covar, n_active, *, n_components, covariance_type, max_iter
+):
     finite = jnp.all(jnp.isfinite(x), axis=1)
     x = jnp.where(finite[:, None], x, 0.0)
     w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
@@ -166,8 +180,9 @@ def _em(x, sample_weight, labels, tol, reg_covar, *, n_components, covariance_ty
     total = jnp.sum(w)
     total = jnp.where(total > 0, total, 1.0)
     xt = x.T
-    one_hot = labels[None, :] == jnp.arange(n_components)[:, None]
-    params = _m_step(x, xt, jnp.where(one_hot, w, 0.0), covariance_type, reg_covar)
+    active = jnp.arange(n_components) < n_active
+    one_hot = (labels[None, :] == jnp.arange(n_components)[:, None]) & active[:, None]
+    params = _m_step(x, xt, jnp.where(one_hot, w, 0.0), active, covariance_type, reg_covar)
 
     def mean_log_likelihood(log_norm):
         return jnp.dot(w, log_norm, precision=_HIGHEST) / total
@@ -180,7 +195,7 @@ def _em(x, sample_weight, labels, tol, reg_covar, *, n_components, covariance_ty
         log_likelihood = mean_log_likelihood(log_norm)
         resp_w = jnp.exp(log_prob - log_norm[None, :]) * w
         return _State(
-            params=_m_step(x, xt, resp_w, covariance_type, reg_covar),
+            params=_m_step(x, xt, resp_w, active, covariance_type, reg_covar),
             log_likelihood=log_likelihood,
             n_iter=state.n_iter + 1,
             converged=jnp.abs(log_likelihood - state.log_likelihood) < tol,
@@ -224,6 +239,7 @@ def _fit(x, sample_weight, key, tol, reg_covar, *, n_components, covariance_type
         labels,
         tol,
         reg_covar,
+        n_components,
         n_components=n_components,
         covariance_type=covariance_type,
         max_iter=max_iter,
@@ -301,30 +317,49 @@ def fit_from_labels(
     labels,
     n_components: int,
     *,
+    n_active=None,
     covariance_type: str = "full",
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
     max_iter: int = 100,
     sample_weight=None,
 ) -> GMMResult:
-    """As `fit`, but EM starts from the partition `labels` [n] (ints in [0, n_components)),
+    """As `fit`, but EM starts from the partition `labels` [n] (ints in [0, n_active)),
     e.g. `jaxseg.kmeans.elbow(...).best.labels`: weights, means and covariances are those of
-    its clusters (an empty cluster gets mean 0 and covariance reg_covar, as scikit-learn)."""
-    x, sample_weight = kmeans.check_input(x, n_components, sample_weight, name="n_components")
-    _check_options(covariance_type, tol, reg_covar, max_iter)
+    its clusters (an empty cluster gets mean 0 and covariance reg_covar, as scikit-learn).
+
+    `n_active` (default `n_components`; may be traced, clipped to [1, n_components] under
+    tracing) is the number of components fitted: the arrays are sized for `n_components`
+    (static), the components at index >= n_active get weight 0 and take no part in EM, and
+    points labelled >= n_active start unassigned. The result equals the fit with
+    `n_components = n_active` up to float rounding, so `n_components = k_max` with a traced
+    `n_active` fits every K with one compilation and vmaps over images with different K.
+    """
     labels = jnp.asarray(labels)
+    name = "n_components" if n_active is None else "n_active"
+    if n_active is None:
+        n_active = n_components
+    elif not isinstance(n_active, jax.core.Tracer):
+        if not 1 <= operator.index(n_active) <= n_components:
+            raise ValueError(f"n_active must be in [1, {n_components}], got {n_active}")
+    concrete_k = None if isinstance(n_active, jax.core.Tracer) else operator.index(n_active)
+    x, sample_weight = kmeans.check_input(
+        x, n_components if concrete_k is None else concrete_k, sample_weight, name=name
+    )
+    _check_options(covariance_type, tol, reg_covar, max_iter)
     if labels.shape != x.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must be integers of shape {x.shape[:1]}, got {labels.shape}")
-    if not isinstance(labels, jax.core.Tracer):
+    if concrete_k is not None and not isinstance(labels, jax.core.Tracer):
         values = np.asarray(labels)
-        if values.size and (values.min() < 0 or values.max() >= n_components):
-            raise ValueError(f"labels must lie in [0, {n_components}), got {values.min()}..")
+        if values.size and (values.min() < 0 or values.max() >= concrete_k):
+            raise ValueError(f"labels must lie in [0, {concrete_k}), got {values.min()}..")
     return _fit_from_labels(
         x,
         sample_weight,
         labels,
         tol,
         reg_covar,
+        jnp.clip(jnp.asarray(n_active, jnp.int32), 1, n_components),
         n_components=n_components,
         covariance_type=covariance_type,
         max_iter=max_iter,
@@ -361,7 +396,8 @@ def bic(x, result: GMMResult, *, sample_weight=None) -> jax.Array:
     points counted by sample_weight."""
     x = jnp.asarray(x, jnp.float32)
     w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
-    k, d = result.means.shape
+    d = result.means.shape[1]
+    k = jnp.sum(result.weights > 0)  # components of weight 0 (index >= n_active) are unused
     n_covariance = {3: k * d * (d + 1) // 2, 2: k * d, 1: k}[result.covariances.ndim]
     n_parameters = n_covariance + k * d + k - 1
     log_likelihood = jnp.dot(w, score_samples(x, result), precision=_HIGHEST)

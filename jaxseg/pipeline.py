@@ -259,9 +259,9 @@ def _gmm_labels(x, weight, keys, n_clusters, options: Options):
 
     With a fixed K, `gmm.fit` (K-means initialisation) under vmap. With K by the elbow method,
     EM starts from the elbow's K-means partition of the chosen K (the paper's "prior from
-    K-means, K by the elbow method"); K is a static shape in `gmm`, so every K of the range is
-    compiled as a `lax.switch` branch and the images run one after another (`lax.map`), each
-    executing only the branch of its own K.
+    K-means, K by the elbow method"): `gmm.fit_from_labels` with arrays for k_max components of
+    which the first K (traced, per image) are fitted, so one compilation covers every K and the
+    batch runs under vmap.
     """
     covariance_type = options.covariance_type
     if n_clusters != "elbow":
@@ -272,27 +272,17 @@ def _gmm_labels(x, weight, keys, n_clusters, options: Options):
         )(x, weight, keys)
         return result.labels, n_clusters
     labels, chosen = jax.vmap(functools.partial(_elbow, options=options))(x, weight, keys)
-
-    def branch(k):
-        def fit(x, w, labels):
-            return gmm.fit_from_labels(
-                x, labels, k, covariance_type=covariance_type, sample_weight=w
-            ).labels
-
-        return fit
-
-    branches = [branch(k) for k in range(options.k_min, options.k_max + 1)]
-
-    def one(args):
-        x, w, labels, k = args
-        # An all-masked image (a padded batch slot) skips EM.
-        return jax.lax.cond(
-            jnp.any(w > 0),
-            lambda: jax.lax.switch(k - options.k_min, branches, x, w, labels),
-            lambda: jnp.zeros_like(labels),
+    result = jax.vmap(
+        lambda x, w, labels, k: gmm.fit_from_labels(
+            x,
+            labels,
+            options.k_max,
+            n_active=k,
+            covariance_type=covariance_type,
+            sample_weight=w,
         )
-
-    return jax.lax.map(one, (x, weight, labels, chosen)), options.k_max
+    )(x, weight, labels, chosen)
+    return result.labels, options.k_max
 
 
 def colour_size(image: np.ndarray) -> int | None:

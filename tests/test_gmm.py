@@ -106,6 +106,63 @@ def test_vmap_over_a_masked_batch_agrees_with_one_by_one(data_dir):
         assert agree.mean() >= 0.999
 
 
+def _labels(x, k, seed=0):
+    return np.asarray(kmeans.fit(x, k, jax.random.key(seed)).labels)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_inactive_components_give_the_static_k_fit(data_dir, covariance_type):
+    x = _bsds_points(data_dir, "3096", 6)
+    labels = _labels(x, 4)
+    static = gmm.fit_from_labels(x, labels, 4, covariance_type=covariance_type)
+    masked = gmm.fit_from_labels(x, labels, 7, n_active=4, covariance_type=covariance_type)
+    assert float(masked.log_likelihood) == pytest.approx(float(static.log_likelihood), rel=1e-5)
+    assert np.mean(np.asarray(masked.labels) == np.asarray(static.labels)) >= 0.999
+    assert int(masked.n_iter) == int(static.n_iter) and bool(masked.converged)
+    assert float(gmm.bic(x, masked)) == pytest.approx(float(gmm.bic(x, static)), rel=1e-5)
+    np.testing.assert_allclose(masked.weights[:4], static.weights, atol=1e-5)
+    np.testing.assert_allclose(masked.means[:4], static.means, atol=1e-4)
+    np.testing.assert_array_equal(masked.weights[4:], 0.0)
+    np.testing.assert_array_equal(masked.means[4:], 0.0)
+    assert np.asarray(masked.labels).max() < 4
+    np.testing.assert_array_equal(np.asarray(gmm.predict_proba(x, masked))[:, 4:], 0.0)
+    for leaf in jax.tree.leaves(masked._replace(log_likelihood_history=masked.means)):
+        assert np.isfinite(np.asarray(leaf)).all()
+
+
+def test_vmap_over_images_with_different_k_agrees_with_one_by_one(data_dir):
+    points = [_bsds_points(data_dir, "3096", 8), _bsds_points(data_dir, "42049", 8)]
+    ks = np.array([3, 5], np.int32)
+    n = max(len(p) for p in points) + 40
+    batch = np.full((len(points), n, 3), 0.5, np.float32)
+    weights = np.zeros((len(points), n), np.float32)
+    labels = np.full((len(points), n), 6, np.int32)  # padding labelled >= n_active: ignored
+    for i, (p, k) in enumerate(zip(points, ks, strict=True)):
+        batch[i, : len(p)], weights[i, : len(p)], labels[i, : len(p)] = p, 1.0, _labels(p, k)
+    fit = jax.jit(
+        jax.vmap(lambda x, w, y, k: gmm.fit_from_labels(x, y, 7, n_active=k, sample_weight=w))
+    )
+    batched = fit(batch, weights, labels, ks)
+    for i, (p, k) in enumerate(zip(points, ks, strict=True)):
+        single = gmm.fit_from_labels(p, labels[i, : len(p)], int(k))
+        assert float(batched.log_likelihood[i]) == pytest.approx(
+            float(single.log_likelihood), rel=1e-5
+        )
+        agree = np.asarray(batched.labels[i, : len(p)]) == np.asarray(single.labels)
+        assert agree.mean() >= 0.999
+        np.testing.assert_array_equal(batched.weights[i, k:], 0.0)
+
+
+def test_one_compilation_serves_every_n_active():
+    x = np.random.default_rng(0).normal(size=(120, 3)).astype(np.float32)
+    gmm.fit_from_labels(x, np.arange(120) % 2, 6, n_active=2)
+    size = gmm._fit_from_labels._cache_size()
+    for k in (1, 4, 6):
+        result = gmm.fit_from_labels(x, np.arange(120) % k, 6, n_active=k)
+        assert np.count_nonzero(np.asarray(result.weights)) == k
+    assert gmm._fit_from_labels._cache_size() == size
+
+
 def test_second_call_does_not_recompile():
     x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
     gmm.fit(x, 3, jax.random.key(0), tol=1e-3, reg_covar=1e-6)
@@ -151,3 +208,8 @@ def test_bad_points_and_labels_raise():
         gmm.fit_from_labels(x, np.array([0, 1, 2, 0, 1, 2]), 2)
     with pytest.raises(ValueError, match="labels must be integers"):
         gmm.fit_from_labels(x, np.zeros(5, np.int32), 2)
+    for n_active in (0, 3):
+        with pytest.raises(ValueError, match="n_active must be in"):
+            gmm.fit_from_labels(x, np.zeros(6, np.int32), 2, n_active=n_active)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        gmm.fit_from_labels(x, np.array([0, 1, 2, 0, 1, 2]), 4, n_active=2)
