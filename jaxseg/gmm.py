@@ -45,15 +45,15 @@ _COVARIANCE_TYPES = ("full", "diag", "spherical")
 
 
 class GMMResult(NamedTuple):
-    """Result of `fit` (n points, k components, d features).
+    """Result of `fit` (n points, k components, d features). Components at index >= n_active
+    (`fit_from_labels`) have weight 0, mean 0 and identity covariance (1 for diag and
+    spherical), so every field stays finite.
 
     Attributes:
       means: [k, d] float32.
       covariances: [k, d, d] (full), [k, d] (diag) or [k] (spherical) float32, reg_covar
         included.
       weights: [k] float32 mixing proportions, summing to 1.
-      Components at index >= n_active (`fit_from_labels`) have weight 0, mean 0 and identity
-      covariance (1 for diag and spherical), so every field stays finite.
       precisions_cholesky: Cholesky factors of the precisions, shaped as `covariances`; for
         "full" the upper-triangular U with precision = U U^T (scikit-learn's convention).
       labels: [n] int32 MAP component of each point under the final parameters.

@@ -336,7 +336,7 @@ class _Stages:
 
         A partial batch is padded to the batch size (CNN stages: to the next power of two, as
         vmapped CNN slots cost a full fit each) with copies of its first image under an
-        all-False mask (the GMM skips such slots), so each stage compiles for few batch sizes;
+        all-False mask (masked out of every fit), so each stage compiles for few batch sizes;
         the padded slots' results are dropped.
         """
         fns = _SHARED_STAGES if shared else self._fns

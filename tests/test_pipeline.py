@@ -13,12 +13,16 @@ TINY_CNN = dataclasses.replace(cnn.Config.paper(), n_channels=8, max_iter=4)
 FAST = {"cnn_config": TINY_CNN, "k_max": 4}
 
 
-def _regions(height: int, width: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A noisy three-region uint8 image and its true partition [h, w]."""
+def _regions(
+    height: int, width: int, seed: int, n_regions: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy uint8 image of three or four regions and its true partition [h, w]."""
     truth = np.zeros((height, width), np.int32)
     truth[height // 2 :] = 1
     truth[:, : width // 3] = 2
-    colours = np.array([[200, 40, 40], [40, 40, 200], [40, 190, 40]])
+    if n_regions == 4:
+        truth[: height // 2, 2 * width // 3 :] = 3
+    colours = np.array([[200, 40, 40], [40, 40, 200], [40, 190, 40], [220, 220, 60]])
     noise = np.random.default_rng(seed).integers(-12, 13, (height, width, 3))
     return np.clip(colours[truth] + noise, 0, 255).astype(np.uint8), truth
 
@@ -86,6 +90,18 @@ def test_batched_equals_one_by_one():
         alone = pipeline.segment(image, "gmm_kmeans", key=key, **FAST)
         assert labels.shape == image.shape[:2]
         np.testing.assert_array_equal(labels, alone)
+
+
+def test_gmm_batch_of_different_elbow_k_equals_one_by_one():
+    # One vmapped GMM fit with each image's K traced (k_max components, the first K fitted).
+    images = np.stack([_regions(12, 15, seed=4)[0], _regions(12, 15, seed=4, n_regions=4)[0]])
+    keys = jax.random.split(jax.random.PRNGKey(4), 2)
+    options = {**FAST, "k_max": 6}
+    batched = pipeline.segment_batch(images, "gmm", keys=keys, **options)
+    np.testing.assert_array_equal(batched.n_clusters, [3, 4])
+    for i in range(2):
+        alone = pipeline.segment_batch(images[i : i + 1], "gmm", keys=keys[i : i + 1], **options)
+        np.testing.assert_array_equal(batched.labels[i], alone.labels[0])
 
 
 def test_mask_keeps_padding_out():
