@@ -173,10 +173,7 @@ def _m_step(x, xt, resp_w: jax.Array, active, covariance_type: str, reg_covar) -
 def _em(
     x, sample_weight, labels, tol, reg_covar, n_active, *, n_components, covariance_type, max_iter
 ):
-    finite = jnp.all(jnp.isfinite(x), axis=1)
-    x = jnp.where(finite[:, None], x, 0.0)
-    w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
-    w = jnp.where(finite & (w > 0), w, 0.0)
+    x, w = kmeans.masked_points(x, sample_weight)
     total = jnp.sum(w)
     total = jnp.where(total > 0, total, 1.0)
     xt = x.T

@@ -26,7 +26,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["ElbowResult", "KMeansResult", "check_input", "elbow", "fit", "predict"]
+__all__ = [
+    "ElbowResult",
+    "KMeansResult",
+    "check_input",
+    "elbow",
+    "fit",
+    "masked_points",
+    "predict",
+]
 
 _HIGHEST = lax.Precision.HIGHEST
 _UNROLL_FEATURES = 8  # up to this many features, distances are unrolled elementwise
@@ -166,11 +174,17 @@ def _check_options(max_iter: int, tol) -> None:
         raise ValueError(f"tol must be finite and >= 0, got {tol}")
 
 
-def _prepare(x: jax.Array, sample_weight, tol) -> _Points:
+def masked_points(x: jax.Array, sample_weight) -> tuple[jax.Array, jax.Array]:
+    """`x` [n, d] with non-finite rows zeroed, and weights [n] that are 0 for those rows and for
+    non-positive `sample_weight` (default 1): how traced bad points are masked, never NaN."""
     finite = jnp.all(jnp.isfinite(x), axis=1)
     x = jnp.where(finite[:, None], x, 0.0)
     w = jnp.ones(x.shape[0], x.dtype) if sample_weight is None else sample_weight
-    w = jnp.where(finite & (w > 0), w, 0.0)
+    return x, jnp.where(finite & (w > 0), w, 0.0)
+
+
+def _prepare(x: jax.Array, sample_weight, tol) -> _Points:
+    x, w = masked_points(x, sample_weight)
     total = jnp.sum(w)
     safe_total = jnp.where(total > 0, total, 1.0)
     mean = jnp.dot(w, x, precision=_HIGHEST) / safe_total
