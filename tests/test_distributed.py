@@ -145,14 +145,22 @@ def test_padding_and_sharding_return_the_plain_vmap_results():
     assert out["mismatches"] == []
 
 
+# Minimum fraction of equal labels between the sharded batch and (a) the same batch on one
+# device, (b) each image compiled alone. K-means and the GMM converge to a fixed point: 1.0 on
+# every CPU seen. The CNN's argmax feeds back into its loss, so float differences between
+# compilations (batch of 5 vs 1, AMD vs Intel vector code) flip a few pixels: measured
+# 0.9978-0.9984 after 6 iterations (AMD EPYC, two sessions); 0.99 leaves a 5x margin.
+AGREEMENT = {"kmeans": 0.999, "gmm": 0.999, "cnn": 0.99}
+
+
 @pytest.mark.parametrize("solver", ["kmeans", "gmm", "cnn"])
 def test_sharded_labels_equal_single_device_labels(solver):
     out = _worker("solver", solver)
     assert out["devices"] == N_DEVICES
     assert out["batch"] % N_DEVICES  # the padding path
     assert out["n_labels"] >= 2  # not a degenerate segmentation
-    assert out["agree_single_device"] >= 0.999
-    assert out["agree_one_by_one"] >= 0.999
+    assert out["agree_single_device"] >= AGREEMENT[solver]
+    assert out["agree_one_by_one"] >= AGREEMENT[solver]
 
 
 # --------------------------------------------------------------------------- 2 processes
