@@ -52,6 +52,10 @@ BSDS500_URL = (
 )
 
 # The five images of the paper's Table 7.3, in the table's order (the `samples` dataset).
+_HOW_TO_GET = (
+    "to get BSDS500 run `jaxseg-download --data_dir=DIR` (or `python -m jaxseg.download`; "
+    "--url=PATH for a local BSR_bsds500.tgz)"
+)
 SAMPLE_IDS = ("25098", "3096", "35058", "22090", "23025")
 
 # Splits of each named dataset; split=None means all of them.
@@ -157,15 +161,15 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
         if data_dir is None:
             raise FileNotFoundError(
                 f"no data directory: pass data_dir (--data_dir) or set {DATA_DIR_ENV} to the "
-                "folder that holds BSDS500/"
+                f"folder that holds BSDS500/; {_HOW_TO_GET}"
             )
     root = Path(data_dir).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"data directory {root} does not exist")
+        raise FileNotFoundError(f"data directory {root} does not exist; {_HOW_TO_GET}")
     if not (root / "BSDS500").is_dir():
         raise FileNotFoundError(
             f"{root / 'BSDS500'} not found: data_dir (or {DATA_DIR_ENV}) must name the folder "
-            "that holds BSDS500/"
+            f"that holds BSDS500/; {_HOW_TO_GET}"
         )
     return root
 

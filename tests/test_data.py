@@ -2,6 +2,9 @@
 readers and their bad-input errors, the .seg parser, the download helper."""
 
 import io
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -11,6 +14,8 @@ import scipy.io
 from PIL import Image
 
 from jaxseg import data
+
+REPO = Path(__file__).resolve().parents[1]
 
 BSDS_SIZES = {(321, 481), (481, 321)}
 SPLITS500 = ("train", "val", "test")
@@ -441,3 +446,37 @@ def test_download_bsds500_rejects_other_archives(tmp_path):
     with pytest.raises(ValueError, match="no BSR/BSDS500/data/images/"):
         data.download_bsds500((tmp_path / "other.tgz").as_uri(), tmp_path / "b")
     assert list((tmp_path / "b").iterdir()) == []
+
+
+def _download_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jaxseg.download", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+
+
+def test_download_command_from_a_local_archive(tmp_path):
+    source = _fake_bsds(tmp_path / "source")
+    tarball = _official_style_tarball(tmp_path / "BSR_bsds500.tgz", source)
+    proc = _download_cli(f"--url={tarball}", "--data_dir=got", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "--data_dir=got" in proc.stdout
+    assert data.load_dataset("bsds500", data_dir=tmp_path / "got").ids == ("1", "10", "2", "3")
+    again = _download_cli(f"--url={tarball}", "--data_dir=got", cwd=tmp_path)
+    assert again.returncode != 0 and "already exists" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_download_command_bad_archive_is_one_error_line(tmp_path):
+    proc = _download_cli("--url=missing.tgz", "--data_dir=d", cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_missing_data_folder_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="jaxseg-download"):
+        data.load_dataset("bsds500", data_dir=tmp_path)

@@ -1,0 +1,163 @@
+"""Pictures of segmentations that a person can read: distinct colours, boundary overlays, grids.
+
+Host-side numpy and Pillow, uint8 RGB out:
+
+  label_colours(labels)          each label its own colour (not its mean colour, so two
+                                 neighbouring segments of similar colour stay apart)
+  boundary_mask(labels)          pixels on a segment border (4-neighbourhood)
+  overlay(image, labels)         segment borders drawn over the image
+  grid(tiles, columns=...)       captioned thumbnails in rows: panels and contact sheets
+
+Label maps are 0-based integers `[h, w]` as jaxseg returns them (or official 1-based labels;
+only equality matters). Bad input raises `ValueError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = ["BOUNDARY_COLOUR", "boundary_mask", "grid", "label_colours", "overlay", "palette"]
+
+# Pure red-magenta: rare in natural images, visible on both dark and bright regions.
+BOUNDARY_COLOUR = (255, 0, 200)
+
+_GOLDEN = 0.618033988749895  # hue step: consecutive labels land far apart on the colour wheel
+
+
+def _check_labels(labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.size == 0:
+        raise ValueError(f"labels must be a non-empty [h, w] map, got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    return labels
+
+
+def palette(n: int) -> np.ndarray:
+    """`[n, 3]` uint8 colours: hues by golden-ratio steps, alternating saturation and value, so
+    labels i and i+1 (and most small differences) get clearly different colours."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    i = np.arange(n)
+    hue = (i * _GOLDEN) % 1.0
+    sat = np.where(i % 2 == 0, 0.85, 0.55)
+    val = np.where(i % 3 == 0, 0.95, np.where(i % 3 == 1, 0.75, 0.55))
+    # HSV -> RGB, vectorised.
+    h6 = hue * 6
+    sector = np.floor(h6).astype(int) % 6
+    f = h6 - np.floor(h6)
+    p, q, t = val * (1 - sat), val * (1 - f * sat), val * (1 - (1 - f) * sat)
+    table = np.stack(
+        [
+            np.stack([val, t, p], -1),
+            np.stack([q, val, p], -1),
+            np.stack([p, val, t], -1),
+            np.stack([p, q, val], -1),
+            np.stack([t, p, val], -1),
+            np.stack([val, p, q], -1),
+        ]
+    )
+    rgb = table[sector, i]
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def label_colours(labels) -> np.ndarray:
+    """`[h, w, 3]` uint8: label l painted `palette(...)[l]` (labels renumbered by value first,
+    so sparse label values still get the well-separated first colours)."""
+    labels = _check_labels(labels)
+    values, inverse = np.unique(labels, return_inverse=True)
+    return palette(len(values))[inverse.reshape(labels.shape)]
+
+
+def boundary_mask(labels) -> np.ndarray:
+    """`[h, w]` bool: True where the right or lower neighbour has another label (one-pixel
+    borders, on the upper-left side of each label change)."""
+    labels = _check_labels(labels)
+    edge = np.zeros(labels.shape, bool)
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    return edge
+
+
+def overlay(
+    image, labels, *, colour: Sequence[int] = BOUNDARY_COLOUR, width: int = 1
+) -> np.ndarray:
+    """The image `[h, w, 3]` (uint8, or float in [0, 1]) with segment borders of `labels` drawn
+    in `colour`, `width` pixels thick (the border dilated by width - 1). Returns uint8."""
+    labels = _check_labels(labels)
+    image = np.asarray(image)
+    if image.shape != (*labels.shape, 3):
+        raise ValueError(
+            f"image must be [h, w, 3] of labels' size {labels.shape}, got {image.shape}"
+        )
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    if image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.floating) or not np.all((image >= 0) & (image <= 1)):
+            raise ValueError("image must be uint8, or float with values in [0, 1]")
+        image = np.round(image * 255).astype(np.uint8)
+    edge = boundary_mask(labels)
+    for _ in range(width - 1):
+        grown = edge.copy()
+        grown[1:] |= edge[:-1]
+        grown[:-1] |= edge[1:]
+        grown[:, 1:] |= edge[:, :-1]
+        grown[:, :-1] |= edge[:, 1:]
+        edge = grown
+    out = image.copy()
+    out[edge] = np.asarray(colour, np.uint8)
+    return out
+
+
+def grid(
+    tiles: Sequence[tuple[str, np.ndarray]],
+    *,
+    columns: int | None = None,
+    size: int = 240,
+    title: str | None = None,
+) -> Image.Image:
+    """Captioned thumbnails in rows of `columns` (None: one row), each scaled to at most `size`
+    pixels a side, with an optional title line above: the runner's panels and contact sheets.
+
+    Args:
+      tiles: (caption, image) pairs; an image is uint8 `[h, w, 3]` or `[h, w]`.
+    """
+    if not tiles:
+        raise ValueError("grid needs at least one tile")
+    columns = len(tiles) if columns is None else columns
+    if columns < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}")
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    scaled = []
+    for caption, array in tiles:
+        tile = Image.fromarray(np.asarray(array, dtype=np.uint8)).convert("RGB")
+        tile.thumbnail((size, size))
+        scaled.append((caption, tile))
+    caption_h, gap = 16, 4
+    slot_w = [
+        max(max(t.width, int(measure.textlength(c, font=font)) + 4) for c, t in scaled[j::columns])
+        for j in range(min(columns, len(scaled)))
+    ]
+    rows = [scaled[i : i + columns] for i in range(0, len(scaled), columns)]
+    row_h = [caption_h + max(t.height for _, t in row) for row in rows]
+    title_h = caption_h + 4 if title else 0
+    width = sum(slot_w) + gap * (len(slot_w) - 1)
+    if title:
+        width = max(width, int(measure.textlength(title, font=font)) + 8)
+    out = Image.new("RGB", (width, title_h + sum(row_h) + gap * (len(rows) - 1)), "white")
+    draw = ImageDraw.Draw(out)
+    if title:
+        draw.text((4, 3), title, fill="black", font=font)
+    y = title_h
+    for row, height in zip(rows, row_h, strict=True):
+        x = 0
+        for (caption, tile), slot in zip(row, slot_w, strict=False):
+            draw.text((x + 2, y + 2), caption, fill="black", font=font)
+            out.paste(tile, (x, y + caption_h))
+            x += slot + gap
+        y += height + gap
+    return out
