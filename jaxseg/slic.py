@@ -262,16 +262,16 @@ def _slic(
     positions = jnp.stack([yy, xx], axis=1).astype(jnp.float32)
     points = jnp.concatenate([lab * (100.0 / compactness), positions / spacing], axis=1)
 
-    # Grid cell of each pixel (nearest grid line) and the centres of the 3 x 3 cells around it.
-    cell_y = jnp.clip((2 * (yy - start_y) + step_y) // (2 * step_y), 0, grid_h - 1)
-    cell_x = jnp.clip((2 * (xx - start_x) + step_x) // (2 * step_x), 0, grid_w - 1)
+    # Grid cell of each row and column (nearest grid line), and for each pixel the centres of
+    # the 3 x 3 cells around its own, n_centres (the sentinel) outside the grid.
+    cell_y = jnp.clip((2 * (rows - start_y) + step_y) // (2 * step_y), 0, grid_h - 1)
+    cell_x = jnp.clip((2 * (cols - start_x) + step_x) // (2 * step_x), 0, grid_w - 1)
     candidates = []
     for dy, dx in _OFFSETS:
-        cy, cx = cell_y + dy, cell_x + dx
+        cy, cx = cell_y[:, None] + dy, cell_x[None, :] + dx
         inside = (cy >= 0) & (cy < grid_h) & (cx >= 0) & (cx < grid_w)
-        candidates.append(
-            jnp.where(inside, jnp.minimum(cy * grid_w + cx, n_centres - 1), n_centres)
-        )
+        index = jnp.where(inside, jnp.minimum(cy * grid_w + cx, n_centres - 1), n_centres)
+        candidates.append(index.ravel())
     candidates = jnp.stack(candidates)  # [9, n]
 
     k = jnp.arange(n_centres, dtype=jnp.int32)
@@ -308,7 +308,8 @@ def _slic(
     ids = _components(state.labels.reshape(h, w), mask)
     ids = _merge_small(ids, mask, min_size).ravel()
     present = jnp.zeros(n + 1, bool).at[ids].set(True).at[n].set(False)
-    rank = jnp.cumsum(present, dtype=jnp.int32) - 1
+    # associative_scan: XLA's CPU cumsum of 150k elements is 8x slower.
+    rank = lax.associative_scan(jnp.add, present.astype(jnp.int32)) - 1
     labels = jnp.where(valid, rank[ids], 0)
 
     stats = jnp.concatenate([lab, positions, jnp.ones((n, 1), jnp.float32)], axis=1)
