@@ -80,10 +80,11 @@ class _Grid(NamedTuple):
 
 
 class _State(NamedTuple):
-    centres: jax.Array  # [k, 5] scaled (L*, a*, b*, row, col)
-    labels: jax.Array  # [n] centre of each pixel (-1 before the first iteration)
-    n_iter: jax.Array
-    converged: jax.Array
+    centres: jax.Array  # [b * k, 5] scaled (L*, a*, b*, row, col)
+    labels: jax.Array  # [b * n] centre of each pixel (-1 before the first iteration)
+    iteration: jax.Array  # [] iterations run
+    n_iter: jax.Array  # [b] iterations run before each image converged
+    converged: jax.Array  # [b] labels unchanged by the last iteration
 
 
 def _grid(height, width, n_segments: int, xp=jnp) -> tuple:
@@ -184,13 +185,15 @@ def _components(labels: jax.Array, valid: jax.Array) -> jax.Array:
     return lax.while_loop(lambda c: c[1], body, (ids, jnp.array(True)))[0]
 
 
-def _merge_small(ids: jax.Array, valid: jax.Array, min_size) -> jax.Array:
+def _merge_small(ids: jax.Array, valid: jax.Array, min_size: jax.Array, pixels: int) -> jax.Array:
     """Merges every component (ids from `_components`) of fewer than min_size pixels into its
     adjacent component that is largest (ties: higher id), as long as that one is larger in
     (size, id) order, until no component can merge. Merging into an adjacent component keeps
-    every component connected; the strict order rules out cycles within a round."""
+    every component connected; the strict order rules out cycles within a round. The images of
+    a batch are stacked: `pixels` per image, min_size [b] per image, never merged across."""
     h, w = ids.shape
     n = h * w
+    image_min = jnp.append(min_size[jnp.arange(n) // pixels], 0)  # [n + 1] per component id
 
     def body(carry):
         ids, _ = carry
@@ -199,7 +202,8 @@ def _merge_small(ids: jax.Array, valid: jax.Array, min_size) -> jax.Array:
         neighbours = []
         for dy, dx in _NEIGHBOURS:
             other = _shift(ids, dy, dx, n).ravel()
-            neighbours.append((other, jnp.where((other != flat) & (other < n), sizes[other], -1)))
+            joined = (other != flat) & (other < n) & (other // pixels == flat // pixels)
+            neighbours.append((other, jnp.where(joined, sizes[other], -1)))
         best_size = jax.ops.segment_max(
             functools.reduce(jnp.maximum, [size for _, size in neighbours]), flat, n + 1
         )
@@ -213,7 +217,7 @@ def _merge_small(ids: jax.Array, valid: jax.Array, min_size) -> jax.Array:
         )
         index = jnp.arange(n + 1, dtype=jnp.int32)
         larger = (best_size > sizes) | ((best_size == sizes) & (best_id > index))
-        merge = (sizes > 0) & (sizes < min_size) & (best_id >= 0) & larger
+        merge = (sizes > 0) & (sizes < image_min) & (best_id >= 0) & larger
         target = _jump(jnp.where(merge, best_id, index))
         return target[ids], jnp.any(merge)
 
@@ -244,81 +248,104 @@ def _assign(points: jax.Array, centres: jax.Array, candidates: jax.Array) -> jax
 def _slic(
     rgb, extent, mask, compactness, *, n_segments, max_iter, min_size_factor, n_centres, bound
 ):
-    """One image rgb [h, w, 3] float32 in [0, 1] -> SLICResult. The grid spans the bounding box
-    of `extent` [h, w] bool (the caller's mask); `mask` [h, w] bool (extent and finite colour)
-    marks the pixels that take part."""
-    h, w, _ = rgb.shape
-    n = h * w
-    lab = features.colour_features(rgb.reshape(n, 3), space="lab")  # Lab / 100
-    valid = mask.ravel()
+    """Images rgb [b, h, w, 3] float32 in [0, 1] -> SLICResult with a leading [b] axis. The grid
+    of each image spans the bounding box of `extent` [b, h, w] bool (the caller's mask); `mask`
+    [b, h, w] bool (extent and finite colour) marks the pixels that take part.
+
+    The batch is not vmapped but stacked: pixel i of image j is row j * h * w + i of one set of
+    arrays, centre c of image j is row j * n_centres + c, so every gather and scatter stays
+    unbatched (XLA's batched scatters and gathers are several times slower on CPU)."""
+    b, h, w, _ = rgb.shape
+    n, k = h * w, n_centres
+    lab = features.colour_features(rgb.reshape(b * n, 3), space="lab")  # Lab / 100
+    valid = mask.reshape(b * n)
+    image = jnp.arange(b, dtype=jnp.int32)[:, None]  # [b, 1]
     rows = jnp.arange(h, dtype=jnp.int32)
     cols = jnp.arange(w, dtype=jnp.int32)
-    height = jnp.max(jnp.where(jnp.any(extent, axis=1), rows + 1, 0))
-    width = jnp.max(jnp.where(jnp.any(extent, axis=0), cols + 1, 0))
-    (start_y, start_x), (step_y, step_x), (grid_h, grid_w) = _grid(height, width, n_segments)
-    spacing = jnp.maximum(step_y, step_x).astype(jnp.float32)
+    height = jnp.max(jnp.where(jnp.any(extent, axis=2), rows + 1, 0), axis=1)
+    width = jnp.max(jnp.where(jnp.any(extent, axis=1), cols + 1, 0), axis=1)
+    grid = _grid(height, width, n_segments)  # each [b]
+    (start_y, start_x), (step_y, step_x), (grid_h, grid_w) = (
+        tuple(a[:, None] for a in pair) for pair in grid
+    )
+    spacing = jnp.maximum(step_y, step_x).astype(jnp.float32)  # [b, 1]
 
-    yy, xx = (a.ravel() for a in jnp.meshgrid(rows, cols, indexing="ij"))
-    positions = jnp.stack([yy, xx], axis=1).astype(jnp.float32)
-    points = jnp.concatenate([lab * (100.0 / compactness), positions / spacing], axis=1)
+    yy, xx = jnp.meshgrid(rows, cols, indexing="ij")
+    positions = jnp.broadcast_to(jnp.stack([yy.ravel(), xx.ravel()], axis=1), (b, n, 2))
+    positions = positions.astype(jnp.float32)
+    scaled = (positions / spacing[:, :, None]).reshape(b * n, 2)
+    points = jnp.concatenate([lab * (100.0 / compactness), scaled], axis=1)
 
     # Grid cell of each row and column (nearest grid line), and for each pixel the centres of
-    # the 3 x 3 cells around its own, n_centres (the sentinel) outside the grid.
-    cell_y = jnp.clip((2 * (rows - start_y) + step_y) // (2 * step_y), 0, grid_h - 1)
-    cell_x = jnp.clip((2 * (cols - start_x) + step_x) // (2 * step_x), 0, grid_w - 1)
+    # the 3 x 3 cells around its own, b * k (the sentinel) outside the grid.
+    cell_y = jnp.clip((2 * (rows - start_y) + step_y) // (2 * step_y), 0, grid_h - 1)  # [b, h]
+    cell_x = jnp.clip((2 * (cols - start_x) + step_x) // (2 * step_x), 0, grid_w - 1)  # [b, w]
     candidates = []
     for dy, dx in _OFFSETS:
-        cy, cx = cell_y[:, None] + dy, cell_x[None, :] + dx
-        inside = (cy >= 0) & (cy < grid_h) & (cx >= 0) & (cx < grid_w)
-        index = jnp.where(inside, jnp.minimum(cy * grid_w + cx, n_centres - 1), n_centres)
-        candidates.append(index.ravel())
-    candidates = jnp.stack(candidates)  # [9, n]
+        cy, cx = cell_y[:, :, None] + dy, cell_x[:, None, :] + dx
+        gh, gw = grid_h[:, :, None], grid_w[:, :, None]
+        inside = (cy >= 0) & (cy < gh) & (cx >= 0) & (cx < gw)
+        index = jnp.minimum(cy * gw + cx, k - 1) + k * image[:, :, None]
+        candidates.append(jnp.where(inside, index, b * k).ravel())
+    candidates = jnp.stack(candidates)  # [9, b * n]
 
-    k = jnp.arange(n_centres, dtype=jnp.int32)
-    seed = (start_y + (k // grid_w) * step_y) * w + start_x + (k % grid_w) * step_x
-    centres = points[jnp.clip(seed, 0, n - 1)]
-    weighted = jnp.concatenate([points, jnp.ones((n, 1), jnp.float32)], axis=1)
+    c = jnp.arange(k, dtype=jnp.int32)
+    seed = (start_y + (c // grid_w) * step_y) * w + start_x + (c % grid_w) * step_x  # [b, k]
+    centres = points[(jnp.clip(seed, 0, n - 1) + n * image).ravel()]  # [b * k, 5]
+    weighted = jnp.concatenate([points, jnp.ones((b * n, 1), jnp.float32)], axis=1)
     weighted = jnp.where(valid[:, None], weighted, 0.0)
     points_t = points.T
 
     def cond(state: _State):
-        return (state.n_iter < max_iter) & ~state.converged
+        return (state.iteration < max_iter) & ~jnp.all(state.converged)
 
     def body(state: _State) -> _State:
         labels = _assign(points_t, state.centres.T, candidates)
-        totals = jax.ops.segment_sum(weighted, labels, n_centres)
+        totals = jax.ops.segment_sum(weighted, labels, b * k)
         counts = totals[:, -1:]
         centres = jnp.where(counts > 0, totals[:, :-1] / jnp.maximum(counts, 1.0), state.centres)
+        # A converged image is at a fixed point: running on leaves its labels unchanged.
+        same = jnp.all(((labels == state.labels) | ~valid).reshape(b, n), axis=1)
         return _State(
             centres=centres,
             labels=labels,
-            n_iter=state.n_iter + 1,
-            converged=jnp.all((labels == state.labels) | ~valid),
+            iteration=state.iteration + 1,
+            n_iter=state.n_iter + ~state.converged,
+            converged=state.converged | same,
         )
 
     state = lax.while_loop(
         cond,
         body,
-        _State(centres, jnp.full(n, -1, jnp.int32), jnp.zeros((), jnp.int32), jnp.array(False)),
+        _State(
+            centres=centres,
+            labels=jnp.full(b * n, -1, jnp.int32),
+            iteration=jnp.zeros((), jnp.int32),
+            n_iter=jnp.zeros(b, jnp.int32),
+            converged=jnp.zeros(b, bool),
+        ),
     )
 
-    # Connectivity: components, then small ones merged, then consecutive numbering.
-    segment_size = jnp.sum(valid) / (grid_h * grid_w)
-    min_size = jnp.floor(min_size_factor * segment_size).astype(jnp.int32)
-    ids = _components(state.labels.reshape(h, w), mask)
-    ids = _merge_small(ids, mask, min_size).ravel()
-    present = jnp.zeros(n + 1, bool).at[ids].set(True).at[n].set(False)
+    # Connectivity on the images stacked as one [b * h, w] image: labels of different images
+    # differ, so components never cross; then small ones merged, then numbering per image.
+    segment_size = jnp.sum(mask, axis=(1, 2)) / (grid_h * grid_w)[:, 0]
+    min_size = jnp.floor(min_size_factor * segment_size).astype(jnp.int32)  # [b]
+    ids = _components(state.labels.reshape(b * h, w), mask.reshape(b * h, w))
+    ids = _merge_small(ids, mask.reshape(b * h, w), min_size, n).ravel()
+    present = jnp.zeros(b * n + 1, bool).at[ids].set(True)[:-1].reshape(b, n)
     # associative_scan: XLA's CPU cumsum of 150k elements is 8x slower.
-    rank = lax.associative_scan(jnp.add, present.astype(jnp.int32)) - 1
-    labels = jnp.where(valid, rank[ids], 0)
+    rank = lax.associative_scan(jnp.add, present.astype(jnp.int32), axis=1) - 1
+    labels = jnp.where(valid, jnp.append(rank.ravel(), 0)[ids], 0).reshape(b, n)
 
-    stats = jnp.concatenate([lab, positions, jnp.ones((n, 1), jnp.float32)], axis=1)
-    totals = jax.ops.segment_sum(jnp.where(valid[:, None], stats, 0.0), labels, bound)
-    sizes = totals[:, -1]
+    stats = jnp.concatenate([lab, positions.reshape(b * n, 2), jnp.ones((b * n, 1))], axis=1)
+    totals = jax.ops.segment_sum(
+        jnp.where(valid[:, None], stats, 0.0), (labels + bound * image).ravel(), b * bound
+    ).reshape(b, bound, 6)
+    sizes = totals[..., -1]
     return SLICResult(
-        labels=labels.reshape(h, w),
-        n_segments=jnp.sum(present, dtype=jnp.int32),
-        centroids=totals[:, :-1] / jnp.maximum(sizes, 1.0)[:, None],
+        labels=labels.reshape(b, h, w),
+        n_segments=jnp.sum(present, axis=1, dtype=jnp.int32),
+        centroids=totals[..., :-1] / jnp.maximum(sizes, 1.0)[..., None],
         sizes=sizes.astype(jnp.int32),
         n_iter=state.n_iter,
     )
@@ -341,17 +368,20 @@ def _segment(images, mask, compactness, *, n_segments, max_iter, min_size_factor
     valid = extent & jnp.all(jnp.isfinite(rgb), axis=-1)
     rgb = jnp.where(valid[..., None], rgb, 0.0)
     n_centres, bound = grid_shape(h, w, n_segments, masked=masked, min_size_factor=min_size_factor)
-    one = functools.partial(
-        _slic,
+    if not batched:
+        rgb, extent, valid = rgb[None], extent[None], valid[None]
+    result = _slic(
+        rgb,
+        extent,
+        valid,
+        compactness,
         n_segments=n_segments,
         max_iter=max_iter,
         min_size_factor=min_size_factor,
         n_centres=n_centres,
         bound=bound,
     )
-    if batched:
-        return jax.vmap(one, in_axes=(0, 0, 0, None))(rgb, extent, valid, compactness)
-    return one(rgb, extent, valid, compactness)
+    return result if batched else jax.tree.map(lambda a: a[0], result)
 
 
 def _is_concrete(*arrays) -> bool:
