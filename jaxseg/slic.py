@@ -11,20 +11,29 @@ rounds of a localised K-means on (L*, a*, b*, row, col) with the distance
 `jaxseg.features` divides Lab by 100, so its Lab distances are this one's / 100). Each pixel
 compares only the centres of the 3 x 3 grid cells around the cell it starts in: for centres
 that stay in their cells that is the 2S x 2S window of the paper (scikit-image searches 4S x 4S).
-The loop stops early when no label changes. A centre that loses every pixel keeps its position.
+The loop stops early when no label changes.
 
 Connectivity is then enforced on device, with 4-connectivity (as scikit-image): connected
-components of each label are found by min-label propagation with pointer jumping; components
+components of each label are found by label-equivalence rounds (scatter-min hooking, then
+pointer jumping, as GPU connected-component labelling); components
 smaller than min_size = int(min_size_factor * valid pixels / centres) merge into their largest
 adjacent component, repeated until none is left (scikit-image merges into the component met
 before it in raster order and also cuts components past max_size_factor; this does neither).
 Every final segment is one 4-connected component of at least min_size pixels (unless it is
 the whole image), numbered 0..n-1 in raster order of its first pixel.
 
-Batches: `segment_batch` vmaps over images padded top-left to one shape with `mask` True on real
-pixels. The grid of a masked image spans the mask's bounding box from the top-left corner, so a
-padded image gets the same grid as alone; masked pixels take no part and are labelled 0. Unlike
-scikit-image, the image is not stretched to its own [min, max] range before the Lab conversion.
+Batches: `segment_batch` segments images padded top-left to one shape, with `mask` True on real
+pixels, in one compiled call. The grid of a masked image spans the mask's bounding box from the
+top-left corner, so a padded image gets the grid, and the superpixels, it gets alone; masked
+pixels take no part and are labelled 0. `segment` is also vmappable (slower: XLA's batched
+scatters); `segment_batch` stacks the images into one set of unbatched arrays instead.
+
+Unlike scikit-image, the image is not stretched to its own [min, max] range before the Lab
+conversion, and a centre that loses every pixel is kept (scikit-image's becomes NaN).
+
+Measured on BSDS500 val (481 x 321, compactness 10; see experiments/benchmarks/superpixels.py):
+boundary recall and undersegmentation error as good as scikit-image's or better, 4-5% more
+segments, and faster per image on CPU.
 """
 
 import functools
@@ -163,8 +172,8 @@ def _components(labels: jax.Array, valid: jax.Array) -> jax.Array:
 
     Label-equivalence rounds (as connected-component labelling on GPUs): every root hooks to
     the lowest root next to any pixel of its tree (scatter-min), then the trees are flattened by
-    pointer jumping. Roots only ever decrease, so no cycle forms; SLIC labels need 3-6 rounds,
-    against 30-40 of plain min-propagation."""
+    pointer jumping. Roots only ever decrease, so no cycle forms. SLIC superpixels of BSDS val
+    images take 4-5 rounds, against 34 of min-propagation with one pointer jump per round."""
     h, w = labels.shape
     n = h * w
     ids = jnp.where(valid, jnp.arange(n, dtype=jnp.int32).reshape(h, w), n)
@@ -482,11 +491,14 @@ def segment_batch(
     min_size_factor: float = 0.5,
     mask=None,
 ) -> SLICResult:
-    """`segment` vmapped over images [b, h, w, 3] (or [b, h, w] grey) in one compiled call.
+    """`segment` of every image of images [b, h, w, 3] (or [b, h, w] grey) in one compiled call.
 
     Images of different sizes are padded top-left to one [h, w] with `mask` [b, h, w] True on
     real pixels: each then gets the grid, and so the superpixels, it gets alone. Returns an
-    SLICResult with a leading [b] axis; every image runs until all have converged or max_iter.
+    SLICResult with a leading [b] axis. The K-means loop runs until every image has converged
+    (or max_iter); a converged image sits at a fixed point meanwhile. Same labels as
+    `jax.vmap(segment)`, 7x faster on CPU (6 BSDS images, 481 x 321: 0.6 s against 4.3 s of
+    CPU time), whose batched gathers and scatters XLA runs slowly.
     """
     images, mask = _check(images, mask, 1, n_segments, compactness, max_iter, min_size_factor)
     return _segment(
