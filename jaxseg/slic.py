@@ -82,12 +82,6 @@ class SLICResult(NamedTuple):
     n_iter: jax.Array
 
 
-class _Grid(NamedTuple):
-    start: jax.Array  # [2] int32 row and column of the first centre
-    step: jax.Array  # [2] int32 distance between centres along rows and columns
-    shape: jax.Array  # [2] int32 number of grid rows and columns
-
-
 class _State(NamedTuple):
     centres: jax.Array  # [b * k, 5] scaled (L*, a*, b*, row, col)
     labels: jax.Array  # [b * n] centre of each pixel (-1 before the first iteration)

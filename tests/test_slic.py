@@ -140,6 +140,16 @@ def test_vmap_of_segment_equals_one_by_one():
         assert np.mean(np.asarray(batched.labels[i]) == np.asarray(alone.labels)) >= 0.99
 
 
+def test_traced_nan_pixels_are_left_out():
+    image = _textured(6).astype(np.float32) / 255
+    image[10, 20] = np.nan
+    result = jax.jit(lambda im: slic.segment(im, n_segments=40))(image)
+    mask = np.ones(_SHAPE, bool)
+    mask[10, 20] = False
+    _assert_valid_segmentation(result, mask)
+    assert np.isfinite(np.asarray(result.centroids)).all()
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
