@@ -1,6 +1,6 @@
 """Benchmarks: jaxseg against its peers, measured side by side in one run.
 
-  python experiments/bench.py --suites=clustering,cnn,metrics --out_dir=bench_out
+  python experiments/bench.py --suites=clustering,cnn,metrics,superpixels --out_dir=bench_out
 
 Each suite lives in experiments/benchmarks/<suite>.py and exposes `run(out_dir) -> list[dict]`
 (one row per measurement) and prints its own table. This script writes every row, with the
@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 from absl import app, flags
 
-SUITES = ("clustering", "cnn", "metrics")
+SUITES = ("clustering", "cnn", "metrics", "superpixels")
 
 _SUITES = flags.DEFINE_list("suites", list(SUITES), f"Which suites to run, from {SUITES}.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "bench_out", "Where bench.json and suite files go.")
