@@ -227,29 +227,28 @@ def correspond_pixels(
     nodes2, cols = np.unique(cols, return_inverse=True)
     n1, n2 = nodes1.size, nodes2.size
 
-    # Perfect matching on [pixels1 + outliers2] x [pixels2 + outliers1]: a pixel is matched, or
-    # takes its own outlier; the outliers of a matched pair (i, j) pair up through the mirrored
-    # edge (j, i). Every perfect matching then costs sum(distances) + outlier * (n1 + n2 - k)
-    # for its k pairs, the official objective. Costs are shifted by 1 to keep them nonzero.
-    diag1, diag2 = np.arange(n1), np.arange(n2)
+    # Every pair saves `outlier` minus its distance: the official objective is
+    # sum(distances) + outlier * (n1 + n2 - pairs). So match every pixel of the smaller side,
+    # either to a pixel or to its own outlier column of cost `outlier`: the least-cost full
+    # matching of that [n_small, n_large + n_small] graph has the same pairs. Costs are shifted
+    # by 1 to keep them nonzero (every full matching has n_small edges).
+    if n1 > n2:
+        rows, cols, n1, n2 = cols, rows, n2, n1
+    own = np.arange(n1)
     graph = scipy.sparse.csr_array(
         (
-            np.concatenate([cost + 1, np.full(n1 + n2 + rows.size, outlier + 1)]).astype(float),
-            (
-                np.concatenate([rows, diag1, n1 + diag2, n1 + cols]),
-                np.concatenate([cols, n2 + diag1, diag2, n2 + rows]),
-            ),
+            np.concatenate([cost + 1, np.full(n1, outlier + 1)]).astype(np.float64),
+            (np.concatenate([rows, own]), np.concatenate([cols, n2 + own])),
         ),
-        shape=(n1 + n2, n1 + n2),
+        shape=(n1, n1 + n2),
     )
     row, col = min_weight_full_bipartite_matching(graph)
-    partner_of = np.empty(n1 + n2, np.int64)
-    partner_of[row] = col
-    partner_of = partner_of[:n1]
-    pairs = partner_of < n2
-    matched1[ys[nodes1[pairs]], xs[nodes1[pairs]]] = True
-    flat2 = np.flatnonzero(bmap2)[nodes2[partner_of[pairs]]]
-    matched2.flat[flat2] = True
+    pairs = col < n2
+    small, large = row[pairs], col[pairs]
+    if nodes1.size > nodes2.size:
+        small, large = large, small
+    matched1[ys[nodes1[small]], xs[nodes1[small]]] = True
+    matched2.flat[np.flatnonzero(bmap2)[nodes2[large]]] = True
     return matched1, matched2
 
 
