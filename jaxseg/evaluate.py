@@ -527,6 +527,8 @@ def _parse(argv: Sequence[str]) -> list[str]:
         rest = FLAGS(list(argv))
     except flags.Error as err:
         _fail(str(err), 2)
+    except SystemExit:  # absl's --help printed the usage and exits 1; help is no failure
+        sys.exit(0)
     if len(rest) > 1:
         _fail(f"unexpected arguments {rest[1:]}", 2)
     return list(argv)
