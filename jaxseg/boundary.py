@@ -227,13 +227,24 @@ def correspond_pixels(
     nodes2, cols = np.unique(cols, return_inverse=True)
     n1, n2 = nodes1.size, nodes2.size
 
-    # Every pair saves `outlier` minus its distance: the official objective is
-    # sum(distances) + outlier * (n1 + n2 - pairs). So match every pixel of the smaller side,
-    # either to a pixel or to its own outlier column of cost `outlier`: the least-cost full
-    # matching of that [n_small, n_large + n_small] graph has the same pairs. Costs are shifted
-    # by 1 to keep them nonzero (every full matching has n_small edges).
+    small, large = _least_cost_pairs(rows, cols, cost, n1, n2, outlier)
+    matched1[ys[nodes1[small]], xs[nodes1[small]]] = True
+    matched2.flat[np.flatnonzero(bmap2)[nodes2[large]]] = True
+    return matched1, matched2
+
+
+def _least_cost_pairs(rows, cols, cost, n1: int, n2: int, outlier: int):
+    """Pairs `(i [k], j [k])` of the least-cost matching of the edges `(rows, cols, cost)`.
+
+    Every pair saves `outlier` minus its distance: the official objective is
+    sum(distances) + outlier * (n1 + n2 - pairs). So match every node of the smaller side,
+    either to a node or to its own outlier column of cost `outlier`: the least-cost full
+    matching of that [n_small, n_large + n_small] graph has the same pairs. Costs are shifted
+    by 1 to keep them nonzero (every full matching has n_small edges).
+    """
     if n1 > n2:
-        rows, cols, n1, n2 = cols, rows, n2, n1
+        j, i = _least_cost_pairs(cols, rows, cost, n2, n1, outlier)
+        return i, j
     own = np.arange(n1)
     graph = scipy.sparse.csr_array(
         (
@@ -244,12 +255,7 @@ def correspond_pixels(
     )
     row, col = min_weight_full_bipartite_matching(graph)
     pairs = col < n2
-    small, large = row[pairs], col[pairs]
-    if nodes1.size > nodes2.size:
-        small, large = large, small
-    matched1[ys[nodes1[small]], xs[nodes1[small]]] = True
-    matched2.flat[np.flatnonzero(bmap2)[nodes2[large]]] = True
-    return matched1, matched2
+    return row[pairs], col[pairs]
 
 
 # --------------------------------------------------------------------------- per image
