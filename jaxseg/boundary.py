@@ -15,9 +15,16 @@ Reproduces the official `evaluation_bdry_image.m` (per-image counts) and `collec
 
 The official `correspondPixels` solves this assignment with Goldberg's CSA on a graph whose
 outlier edges are drawn at random (6 per pixel); we solve it exactly with scipy's LAPJVsp on a
-graph where every pixel may be an outlier. The optimum is the same up to the rare cases where
-the random graph leaves the official solver a worse one: two official runs on the same
-segmentations (`test_3`, `test_4`) differ in about 1 count in 10^4, and so do we.
+graph where every pixel may be an outlier. The random graph sometimes leaves the official
+solver a slightly worse matching: two official runs on the same segmentations (`test_3`,
+`test_4`) differ by up to 4.3e-4 in R, P or F, and our exact optimum, which matches a few
+more pixels, is within 1.2e-3 of every official regression file (`test_1` to `test_4`).
+
+Speed: LAPJVsp dominates (over 80% of the time). Its rectangular form, which the outlier
+columns need, seeds no assignment by column reduction, so every row starts a shortest-path
+search: ~40 ms for a 5000-pixel annotation against a similar candidate, 1 ms for the same
+graph made square without outliers. About 5 s per 481x321 image with 5 annotations at 99
+ucm2 thresholds on one core.
 """
 
 import math
