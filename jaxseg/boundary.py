@@ -338,13 +338,19 @@ def boundary_stats(
     if thresholds.shape != (len(candidates),):
         raise ValueError(f"need {len(candidates)} thresholds, got shape {thresholds.shape}")
     counts = np.zeros((len(candidates), 4), np.int64)
-    previous, previous_counts = None, None
+    # Consecutive candidates often coincide (ucm2 thresholds between two of its levels), or
+    # thin to the same map: those reuse the previous counts.
+    previous_raw, previous, previous_counts = None, None, None
     for t, candidate in enumerate(candidates):
-        bmap = candidate != 0
-        if previous is not None and np.array_equal(bmap, previous):
-            counts[t] = previous_counts  # e.g. ucm2 thresholds between two of its levels
+        raw = candidate != 0
+        if previous_raw is not None and np.array_equal(raw, previous_raw):
+            counts[t] = previous_counts
             continue
-        thinned = thin(bmap) if thin_candidates else bmap
+        thinned = thin(raw) if thin_candidates else raw
+        previous_raw = raw
+        if previous is not None and np.array_equal(thinned, previous):
+            counts[t] = previous_counts
+            continue
         matched_any = np.zeros(shape, bool)
         for gt in gts:
             matched, matched_gt = correspond_pixels(thinned, gt, max_dist=max_dist)
@@ -352,7 +358,7 @@ def boundary_stats(
             counts[t, 0] += np.count_nonzero(matched_gt)
             counts[t, 1] += np.count_nonzero(gt)
         counts[t, 2:] = np.count_nonzero(matched_any), np.count_nonzero(thinned)
-        previous, previous_counts = bmap, counts[t]
+        previous, previous_counts = thinned, counts[t]
     return BoundaryStats(thresholds, *counts.T.copy())
 
 
@@ -373,7 +379,9 @@ class BoundaryBenchmark(NamedTuple):
       ods_threshold, ods_recall, ods_precision, ods_f: the best interpolated point of that
         curve.
       ois_recall, ois_precision, ois_f: pooled counts with each image at its best threshold.
-      ap: area under the interpolated precision-recall curve, sampled at recall 0:0.01:1.
+      ap: area under the precision-recall curve interpolated linearly over the distinct
+        recalls (the first threshold's precision for a repeated recall, as MATLAB's `unique`
+        since R2013a), sampled at recall 0:0.01:1, zero outside the recalls reached.
       image_threshold, image_recall, image_precision, image_f: `[n_images]` each image's best
         interpolated point (eval_bdry_img.txt).
     """
