@@ -21,11 +21,12 @@ solver a slightly worse matching: two official runs on the same segmentations (`
 a few more pixels, is within 1.3e-3 of every per-image value and 7e-4 of every dataset value
 of the official regression files (`test_1` to `test_4`; same ODS and per-image thresholds).
 
-Speed: LAPJVsp dominates (over 80% of the time). Its rectangular form, which the outlier
-columns need, seeds no assignment by column reduction, so every row starts a shortest-path
-search: ~40 ms for a 5000-pixel annotation against a similar candidate, 1 ms for the same
-graph made square without outliers. About 5 s per 481x321 image with 5 annotations at 99
-ucm2 thresholds on one core.
+Speed: LAPJVsp dominates. Its rectangular form, which the outlier columns need, seeds no
+assignment by column reduction, so every row starts a search over all columns: ~90 ms for a
+5000-pixel annotation against itself, 1 ms for the same graph made square without outliers
+(which would ignore the outlier costs). The 99-threshold boundary benchmark of a 481x321
+image with 5 annotations and a ucm2 takes about 2.3 CPU seconds (experiments/bench.py
+--suites=metrics).
 """
 
 import math

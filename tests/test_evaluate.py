@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from test_boundary import assert_close_to_official
 
 from jaxseg import evaluate, metrics
 from jaxseg.data import read_ground_truth
-from tests.test_boundary import assert_close_to_official
 
 REPO = Path(__file__).resolve().parents[1]
 REGION_FILES = (
