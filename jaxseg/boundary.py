@@ -210,8 +210,8 @@ def correspond_pixels(
     bmap1, bmap2 = np.asarray(bmap1) != 0, np.asarray(bmap2) != 0
     if bmap1.ndim != 2 or bmap1.shape != bmap2.shape:
         raise ValueError(f"boundary maps differ in shape: {bmap1.shape} vs {bmap2.shape}")
-    if max_dist < 0:
-        raise ValueError(f"max_dist must be >= 0, got {max_dist}")
+    if not max_dist > 0:  # the official code asserts an outlier cost above the distance
+        raise ValueError(f"max_dist must be positive, got {max_dist}")
     if outlier_cost <= 1:
         raise ValueError(f"outlier_cost must be > 1, got {outlier_cost}")
     height, width = bmap1.shape

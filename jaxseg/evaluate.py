@@ -502,8 +502,8 @@ def _define_flags() -> None:
         "max_dist",
         boundary.MAX_DIST,
         "Boundary matching distance, a fraction of the image diagonal.",
-        lower_bound=0.0,
     )
+    flags.register_validator("max_dist", lambda v: v > 0, "--max_dist must be positive")
     flags.DEFINE_bool("thin", True, "Thin boundary candidates first (the official thinpb).")
     flags.DEFINE_bool(
         "full_precision",

@@ -112,6 +112,8 @@ def test_matching_by_hand():
     assert not boundary.correspond_pixels(empty, bmap2)[1].any()
     with pytest.raises(ValueError, match="differ in shape"):
         boundary.correspond_pixels(bmap1, bmap2[:-1])
+    with pytest.raises(ValueError, match="max_dist must be positive"):
+        boundary.correspond_pixels(bmap1, bmap2, max_dist=0)
     with pytest.raises(ValueError, match="outlier_cost"):
         boundary.correspond_pixels(bmap1, bmap2, outlier_cost=1)
 

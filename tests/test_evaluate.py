@@ -242,6 +242,7 @@ def test_cli_help_and_errors_are_clean(bench, tmp_path):
         (["--input", empty, "--gt", bench / "groundTruth"], "2018.mat is an empty file"),
         (["--input", bench / "segs", "--gt", bench / "groundTruth", "--kind", "x"], "--kind"),
         (["--gt", bench / "groundTruth"], "--input"),
+        (["--input", bench / "segs", "--gt", bench / "groundTruth", "--max_dist", "0"], "max_dist"),
     ]
     for args, message in cases:
         done = _cli(*args, "--out", tmp_path / "out")
