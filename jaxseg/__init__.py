@@ -5,11 +5,13 @@ feature clustering CNN of Kim, Kanezaki & Tanaka (2020), their ensembles, and th
 Berkeley Segmentation benchmark's region metrics.
 """
 
+import importlib
+
 from jaxseg import (
+    boundary,
     cnn,
     data,
     distributed,
-    evaluate,
     features,
     gmm,
     kmeans,
@@ -23,6 +25,7 @@ from jaxseg.pipeline import segment, segment_batch, segment_images
 __version__ = "0.1.0"
 
 __all__ = [
+    "boundary",
     "cnn",
     "data",
     "distributed",
@@ -38,3 +41,11 @@ __all__ = [
     "segment_batch",
     "segment_images",
 ]
+
+
+def __getattr__(name: str):
+    # `evaluate` is imported on first use: importing it here would make
+    # `python -m jaxseg.evaluate` warn that the module was imported before it ran.
+    if name == "evaluate":
+        return importlib.import_module("jaxseg.evaluate")
+    raise AttributeError(f"module 'jaxseg' has no attribute {name!r}")
