@@ -3,27 +3,19 @@
 K-means and Gaussian-mixture EM as jit-compiled, vmappable solvers, the differentiable
 feature clustering CNN of Kim, Kanezaki & Tanaka (2020), their ensembles, and the
 Berkeley Segmentation benchmark's region metrics.
+
+Submodules load on first use (PEP 562), so `python -m jaxseg.report` and the command-line
+entry points start without importing JAX twice or warning.
 """
 
-from jaxseg import (
-    cnn,
-    data,
-    distributed,
-    evaluate,
-    features,
-    gmm,
-    kmeans,
-    metrics,
-    pipeline,
-    report,
-    runner,
-)
-from jaxseg.pipeline import segment, segment_batch, segment_images
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
+_SUBMODULES = (
+    "cli",
     "cnn",
+    "config",
     "data",
     "distributed",
     "evaluate",
@@ -33,8 +25,22 @@ __all__ = [
     "metrics",
     "pipeline",
     "report",
+    "rundir",
     "runner",
-    "segment",
-    "segment_batch",
-    "segment_images",
-]
+    "summary",
+)
+_FUNCTIONS = ("segment", "segment_batch", "segment_images")  # from jaxseg.pipeline
+
+__all__ = [*_SUBMODULES, *_FUNCTIONS]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"jaxseg.{name}")
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module("jaxseg.pipeline"), name)
+    raise AttributeError(f"module 'jaxseg' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])
