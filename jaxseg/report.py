@@ -2,7 +2,9 @@
 
 `write(run_dir, summary)` turns a run's `jaxseg.summary.Summary` into `report.md` (one function
 per section) and the bar chart `summary.png` (the paper's "graph below", drawn with Pillow).
-Rebuild them from a run directory's summary.json with `python -m jaxseg.report RUN_DIR`.
+Rebuild them from a run directory's summary.json:
+
+  python -m jaxseg.report RUN_DIR      (or the console script: jaxseg-report RUN_DIR)
 """
 
 from __future__ import annotations
@@ -444,9 +446,12 @@ def main(argv: Sequence[str]) -> int:
 
 
 def run() -> None:
-    """`python -m jaxseg.report RUN_DIR` (absl flags; --help lists them)."""
+    """`python -m jaxseg.report RUN_DIR` (absl; --helpfull lists absl's own flags)."""
     from absl import app
 
+    if any(arg in ("--help", "-h", "-?", "--helpshort") for arg in sys.argv[1:]):
+        print(__doc__.strip())
+        sys.exit(0)
     app.run(main)
 
 

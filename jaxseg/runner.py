@@ -370,8 +370,8 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
         distributed.barrier("jaxseg-runner-config")
         _work(config, dataset, run_dir)
         distributed.barrier("jaxseg-runner-done")
-        summary = build(settings, dataset, run_dir.records(), run_dir.failures(), run_dir)
         records = run_dir.records()
+        summary = build(settings, dataset, records, run_dir.failures(), run_dir)
         run_dir.write_csv(run_dir.root / "metrics.csv", *metric_rows(records))
         run_dir.write_csv(run_dir.root / "timings.csv", *timing_rows(records))
         run_dir.write_text(run_dir.root / "summary.json", summary.to_json())
@@ -383,8 +383,8 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
 def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) -> None:
     """Segments this process's share of the images that are not done; redraws missing panels."""
     all_units = units(config)
-    n = len(dataset) if config.num_images is None else min(config.num_images, len(dataset))
-    mine = [int(i) for i in distributed.process_indices(n)]
+    subset = dataset if config.num_images is None else dataset[: config.num_images]
+    mine = [int(i) for i in distributed.process_indices(len(subset))]
     pending, repair = [], []
     for i in mine:
         image_id = dataset.ids[i]
@@ -404,7 +404,7 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
             repair.append(i)
     _log.info(
         "%s: %d images x %d units in %s; %d images done before, %d to do",
-        dataset,
+        subset,
         len(mine),
         len(all_units),
         run_dir.root,

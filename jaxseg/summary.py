@@ -298,9 +298,8 @@ def _region_benchmarks(methods: list[str], by_unit: dict[str, list[Record]]) -> 
         if len(candidates) < 2:
             continue
         stats = [{r.image_id: r.region_stats for r in rs if r.region_stats} for rs in candidates]
-        ids = sorted(
-            set.intersection(*(set(s) for s in stats)), key=lambda i: ids_order(i, candidates)
-        )
+        index = {r.image_id: r.index for rs in candidates for r in rs}
+        ids = sorted(set.intersection(*(set(s) for s in stats)), key=index.__getitem__)
         if not ids:
             continue
         rows = [[metrics.region_stats_from_row(s[i]) for s in stats] for i in ids]
@@ -326,11 +325,6 @@ def _region_benchmarks(methods: list[str], by_unit: dict[str, list[Record]]) -> 
             ois_voi=float(bench.ois_voi),
         )
     return out
-
-
-def ids_order(image_id: str, candidates: list[list[Record]]) -> int:
-    """An image's dataset index (records of any candidate)."""
-    return next(r.index for rs in candidates for r in rs if r.image_id == image_id)
 
 
 def _cluster_tables(dataset, by_unit: dict[str, list[Record]], run_dir: RunDir) -> dict:
