@@ -136,13 +136,12 @@ def test_segment_batch_under_jit_and_vmap():
     images = np.stack([_regions(12, 15, seed=s)[0] for s in range(4)]).reshape(2, 2, 12, 15, 3)
     keys = jax.random.split(jax.random.PRNGKey(5), 4).reshape(2, 2, -1)
     options = pipeline.Options(**FAST)
-    fn = functools.partial(
-        pipeline.segment_batch, method="gmm_kmeans", options=options, n_colours=90
-    )
+    static = {"method": "gmm", "n_clusters": 3, "options": options, "n_colours": 90}
+    fn = functools.partial(pipeline.segment_batch, **static)
     eager = [fn(images[i], keys[i]) for i in range(2)]
-    jitted = jax.jit(
-        pipeline.segment_batch, static_argnames=("method", "n_clusters", "options", "n_colours")
-    )(images[0], keys[0], method="gmm_kmeans", options=options, n_colours=90)
+    jitted = jax.jit(pipeline.segment_batch, static_argnames=tuple(static))(
+        images[0], keys[0], **static
+    )
     np.testing.assert_array_equal(jitted.labels, eager[0].labels)
     mapped = jax.vmap(fn)(images, keys)
     for i in range(2):
