@@ -35,7 +35,7 @@ import numpy as np
 from jaxseg import cnn, data, distributed, metrics, pipeline, report
 from jaxseg import config as config_lib
 from jaxseg.rundir import Failure, Record, RunDir, mean_colour, read_labels
-from jaxseg.summary import Summary, build, metric_rows, timing_rows
+from jaxseg.summary import Summary, build, metric_rows, order, timing_rows
 
 __all__ = ["Unit", "open_dataset", "run", "units"]
 
@@ -370,7 +370,7 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
         distributed.barrier("jaxseg-runner-config")
         _work(config, dataset, run_dir)
         distributed.barrier("jaxseg-runner-done")
-        records = run_dir.records()
+        records = order(run_dir.records(), list(config.k))
         summary = build(settings, dataset, records, run_dir.failures(), run_dir)
         run_dir.write_csv(run_dir.root / "metrics.csv", *metric_rows(records))
         run_dir.write_csv(run_dir.root / "timings.csv", *timing_rows(records))

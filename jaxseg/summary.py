@@ -27,6 +27,7 @@ __all__ = [
     "UnitSummary",
     "build",
     "metric_rows",
+    "order",
     "timing_rows",
 ]
 
@@ -178,6 +179,11 @@ def _method_order(method: str) -> int:
 
 def _k_order(k, ks: list) -> int:
     return ks.index(k) if k in ks else len(ks)
+
+
+def order(records: list[Record], ks: list) -> list[Record]:
+    """Records by image (dataset order), then method (`METHODS + VARIANTS`), then K (`ks`)."""
+    return sorted(records, key=lambda r: (r.index, _method_order(r.method), _k_order(r.k, ks)))
 
 
 def metric_rows(records: list[Record]) -> tuple[list[str], list[list]]:
