@@ -24,50 +24,53 @@ from jaxseg import config as config_lib
 
 __all__ = ["main", "run"]
 
-_GROUPS = config_lib.define_flags()
+# The run's settings: one flag per field of `config.RunConfig` (group -> flag names).
+_CONFIG_GROUPS = config_lib.define_flags()
+# Where the run goes and how processes meet: (kind, name, default, help, group).
+_CLI_FLAGS = (
+    ("string", "output_dir", None, "Run directory (default: runs/<dataset>-<method>).", "output"),
+    (
+        "string",
+        "compilation_cache_dir",
+        "~/.cache/jaxseg/xla",
+        "JAX persistent compilation cache: reruns skip compiling ('' disables it).",
+        "output",
+    ),
+    (
+        "string",
+        "coordinator_address",
+        None,
+        "host:port of process 0, for a multi-process run (default: $JAXSEG_COORDINATOR_ADDRESS).",
+        "distributed",
+    ),
+    (
+        "integer",
+        "num_processes",
+        None,
+        "Processes in a multi-process run (default: $JAXSEG_NUM_PROCESSES).",
+        "distributed",
+    ),
+    (
+        "integer",
+        "process_id",
+        None,
+        "This process's index, 0 to num_processes-1 (default: $JAXSEG_PROCESS_ID).",
+        "distributed",
+    ),
+    (
+        "bool",
+        "distributed",
+        False,
+        "Start jax.distributed from the cluster's environment (Cloud TPU pod, SLURM, Open MPI).",
+        "distributed",
+    ),
+)
+for _kind, _name, _default, _help, _ in _CLI_FLAGS:
+    getattr(flags, f"DEFINE_{_kind}")(_name, _default, _help)
 
 
-def _define(kind: str, name: str, default, help: str, group: str) -> None:
-    getattr(flags, f"DEFINE_{kind}")(name, default, help)
-    _GROUPS.setdefault(group, []).append(name)
-
-
-_define("string", "output_dir", None, "Run directory (default: runs/<dataset>-<method>).", "output")
-_define(
-    "string",
-    "compilation_cache_dir",
-    "~/.cache/jaxseg/xla",
-    "JAX persistent compilation cache: reruns skip compiling ('' disables it).",
-    "output",
-)
-_define(
-    "string",
-    "coordinator_address",
-    None,
-    "host:port of process 0, for a multi-process run (default: $JAXSEG_COORDINATOR_ADDRESS).",
-    "distributed",
-)
-_define(
-    "integer",
-    "num_processes",
-    None,
-    "Processes in a multi-process run (default: $JAXSEG_NUM_PROCESSES).",
-    "distributed",
-)
-_define(
-    "integer",
-    "process_id",
-    None,
-    "This process's index, 0 to num_processes-1 (default: $JAXSEG_PROCESS_ID).",
-    "distributed",
-)
-_define(
-    "bool",
-    "distributed",
-    False,
-    "Start jax.distributed from the cluster's environment (Cloud TPU pod, SLURM, Open MPI).",
-    "distributed",
-)
+def _group(group: str) -> list[str]:
+    return _CONFIG_GROUPS.get(group, []) + [f[1] for f in _CLI_FLAGS if f[4] == group]
 
 
 def _prog() -> str:
@@ -79,7 +82,7 @@ def help_text() -> str:
     lines = [f"usage: {_prog()} [--flag=value ...]", "", textwrap.dedent(__doc__).strip(), ""]
     for group in config_lib.GROUPS:
         lines.append(f"{group}:")
-        for name in _GROUPS.get(group, []):
+        for name in _group(group):
             flag = flags.FLAGS[name]
             default = "" if flag.default is None else f" (default: {flag.default_as_str})"
             help = textwrap.fill(

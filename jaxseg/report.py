@@ -104,7 +104,7 @@ def _header(summary: Summary) -> list[str]:
         f"# jaxseg run: {dataset.name}{split}, {dataset.n_images} images",
         "",
         f"Methods {', '.join(config['method'])}; K {', '.join(map(str, config['k']))}; "
-        f"features {config['space']} (xy weight {config['xy_weight']}); covariance "
+        f"space {config['space']} (xy_weight {config['xy_weight']}); covariance_type "
         f"{config['covariance_type']}; CNN {cnn}; seed {config['seed']}; {device['backend']} "
         f"({len(device['devices'])} devices, {device['process_count']} processes).",
         "",
