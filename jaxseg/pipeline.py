@@ -53,7 +53,10 @@ import numpy as np
 from jaxseg import cnn, features, gmm, kmeans
 
 __all__ = [
+    "CNN_MODES",
+    "COVARIANCE_TYPES",
     "METHODS",
+    "SPACES",
     "VARIANTS",
     "XY_WEIGHT",
     "ApplyCNN",
@@ -503,7 +506,7 @@ class Prepared(NamedTuple):
         return labels[:height, :width]
 
 
-def as_rgb(image) -> np.ndarray:
+def _as_rgb(image) -> np.ndarray:
     """A checked RGB image [h, w, 3], uint8 or float32 in [0, 1], from uint8 or float in [0, 1]
     grey [h, w], RGB or RGBA (alpha dropped) input (host side)."""
     image = np.asarray(image)
@@ -542,7 +545,7 @@ def prepare(image, *, pad_multiple: int = 1, colours: bool = True) -> Prepared:
         raise ValueError(f"pad_multiple must be an integer >= 1, got {pad_multiple!r}")
     if pad_multiple < 1:
         raise ValueError(f"pad_multiple must be >= 1, got {pad_multiple}")
-    image = as_rgb(image)
+    image = _as_rgb(image)
     shape = image.shape[:2]
     if shape[0] > shape[1]:
         image = image.transpose(1, 0, 2)
