@@ -1,34 +1,25 @@
 """jaxseg: unsupervised image segmentation in JAX/Flax.
 
 K-means and Gaussian-mixture EM as jit-compiled, vmappable solvers, the differentiable
-feature clustering CNN of Kim, Kanezaki & Tanaka (2020), their ensembles, and the
-Berkeley Segmentation benchmark's region metrics.
+feature clustering CNN of Kim, Kanezaki & Tanaka (2020), their ensembles, SLIC superpixels,
+and the Berkeley Segmentation benchmark (region and boundary halves).
+
+Submodules load on first use (PEP 562), so `python -m jaxseg.report` and the command-line
+entry points start without importing JAX twice or warning.
 """
 
 import importlib
 
-from jaxseg import (
-    boundary,
-    cnn,
-    data,
-    distributed,
-    features,
-    gmm,
-    kmeans,
-    metrics,
-    pipeline,
-    report,
-    runner,
-)
-from jaxseg.pipeline import segment, segment_batch, segment_images
-
 __version__ = "0.1.0"
 
-__all__ = [
+_SUBMODULES = (
     "boundary",
+    "cli",
     "cnn",
+    "config",
     "data",
     "distributed",
+    "download",
     "evaluate",
     "features",
     "gmm",
@@ -36,16 +27,24 @@ __all__ = [
     "metrics",
     "pipeline",
     "report",
+    "rundir",
     "runner",
-    "segment",
-    "segment_batch",
-    "segment_images",
-]
+    "slic",
+    "summary",
+    "visualize",
+)
+_FUNCTIONS = ("segment", "segment_batch", "segment_images")  # from jaxseg.pipeline
+
+__all__ = [*_SUBMODULES, *_FUNCTIONS]
 
 
 def __getattr__(name: str):
-    # `evaluate` is imported on first use: importing it here would make
-    # `python -m jaxseg.evaluate` warn that the module was imported before it ran.
-    if name == "evaluate":
-        return importlib.import_module("jaxseg.evaluate")
+    if name in _SUBMODULES:
+        return importlib.import_module(f"jaxseg.{name}")
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module("jaxseg.pipeline"), name)
     raise AttributeError(f"module 'jaxseg' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

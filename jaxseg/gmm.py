@@ -253,9 +253,26 @@ def _check_options(covariance_type, tol, reg_covar, max_iter) -> None:
         )
     if operator.index(max_iter) < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    for name, value in (("tol", tol), ("reg_covar", reg_covar)):
-        if not isinstance(value, jax.core.Tracer) and not (np.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    if not isinstance(tol, jax.core.Tracer) and not (np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be finite and >= 0, got {tol}")
+    # reg_covar = 0 leaves the covariance of a cluster of fewer than d + 1 distinct points
+    # singular: its Cholesky factor, means and log-likelihood become NaN.
+    if not isinstance(reg_covar, jax.core.Tracer) and not (
+        np.isfinite(reg_covar) and reg_covar > 0
+    ):
+        raise ValueError(f"reg_covar must be finite and > 0, got {reg_covar}")
+
+
+def _check_result(result: GMMResult) -> GMMResult:
+    """Raises ValueError when a concrete fit has non-finite parameters or log-likelihood."""
+    if isinstance(result.log_likelihood, jax.core.Tracer):
+        return result
+    if not all(np.isfinite(np.asarray(a)).all() for a in (result.means, result.log_likelihood)):
+        raise ValueError(
+            "EM produced NaN or inf (a singular covariance or overflowing values): raise "
+            "reg_covar or rescale x"
+        )
+    return result
 
 
 def fit(
@@ -293,11 +310,12 @@ def fit(
     Raises:
       ValueError: as `jaxseg.kmeans.fit` for the points and weights (values checked only when
         concrete; under tracing NaN/inf rows and negative weights are masked), or for an
-        unknown covariance_type, max_iter < 1, negative tol or reg_covar.
+        unknown covariance_type, max_iter < 1, negative tol, reg_covar <= 0, or (concrete
+        input) a fit whose means or log-likelihood are not finite.
     """
     x, sample_weight = kmeans.check_input(x, n_components, sample_weight, name="n_components")
     _check_options(covariance_type, tol, reg_covar, max_iter)
-    return _fit(
+    result = _fit(
         x,
         sample_weight,
         key,
@@ -307,6 +325,7 @@ def fit(
         covariance_type=covariance_type,
         max_iter=max_iter,
     )
+    return _check_result(result)
 
 
 def fit_from_labels(
@@ -345,12 +364,14 @@ def fit_from_labels(
     )
     _check_options(covariance_type, tol, reg_covar, max_iter)
     if labels.shape != x.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"labels must be integers of shape {x.shape[:1]}, got {labels.shape}")
+        raise ValueError(
+            f"labels must be integers of shape {x.shape[:1]}, got {labels.dtype} {labels.shape}"
+        )
     if concrete_k is not None and not isinstance(labels, jax.core.Tracer):
         values = np.asarray(labels)
         if values.size and (values.min() < 0 or values.max() >= concrete_k):
             raise ValueError(f"labels must lie in [0, {concrete_k}), got {values.min()}..")
-    return _fit_from_labels(
+    result = _fit_from_labels(
         x,
         sample_weight,
         labels,
@@ -361,6 +382,7 @@ def fit_from_labels(
         covariance_type=covariance_type,
         max_iter=max_iter,
     )
+    return _check_result(result)
 
 
 def _params(result: GMMResult) -> _Params:

@@ -133,7 +133,7 @@ def check_input(x, n_clusters: int, sample_weight=None, *, name: str = "n_cluste
     `n_clusters` points of positive weight) only when the arrays are concrete, not under tracing.
     Raises ValueError naming the problem. `name` is the argument's name in the messages.
     """
-    n_clusters = operator.index(n_clusters)
+    n_clusters = _index(n_clusters, name)
     x = jnp.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"x must have shape [n, d], got shape {x.shape} (vmap for batches)")
@@ -152,6 +152,15 @@ def check_input(x, n_clusters: int, sample_weight=None, *, name: str = "n_cluste
         if not finite.all():
             rows = np.flatnonzero(~finite.all(axis=1))
             raise ValueError(f"x has NaN or inf in {rows.size} rows (first: row {rows[0]})")
+        # Distances and variances square the features: beyond ~1.8e19 they overflow float32
+        # and the fit returns inf or NaN.
+        with np.errstate(over="ignore"):
+            square = np.square(np.asarray(x)).sum(axis=1)
+        if not np.isfinite(square).all():
+            raise ValueError(
+                f"x's squared norms overflow float32 (|x| up to {np.abs(np.asarray(x)).max():.3g}):"
+                " rescale the points"
+            )
     n_points = n
     if sample_weight is not None and _is_concrete(sample_weight):
         w = np.asarray(sample_weight)
@@ -165,6 +174,14 @@ def check_input(x, n_clusters: int, sample_weight=None, *, name: str = "n_cluste
             f"{name}={n_clusters} exceeds the {n_points} points of positive sample_weight"
         )
     return x, sample_weight
+
+
+def _index(value, name: str) -> int:
+    """`value` as a Python int (ValueError, not TypeError, for a non-integer)."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
 
 
 def _check_options(max_iter: int, tol) -> None:

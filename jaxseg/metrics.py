@@ -293,7 +293,11 @@ def kim_miou(preds, gts_per_image, mode: str) -> float:
 
 
 def _rand_index(table: np.ndarray) -> float:
+    """Fraction of pixel pairs on which two partitions agree; 1 with fewer than two labelled
+    pixels (no pair can disagree; the official formula would divide 0 by 0)."""
     n = float(table.sum())
+    if n < 2:
+        return 1.0
     rows = table.sum(axis=1).astype(np.float64)
     cols = table.sum(axis=0).astype(np.float64)
     disagreements = (rows @ rows + cols @ cols) / 2 - float(np.sum(table.astype(np.float64) ** 2))
@@ -461,6 +465,8 @@ def ucm_segmentation(ucm2, threshold: float) -> np.ndarray:
     ucm2 = np.asarray(ucm2)
     if ucm2.ndim != 2 or min(ucm2.shape) < 3 or ucm2.shape[0] % 2 == 0 or ucm2.shape[1] % 2 == 0:
         raise ValueError(f"ucm2 must be a [2H + 1, 2W + 1] map, got shape {ucm2.shape}")
+    if not np.isfinite(ucm2).all():
+        raise ValueError("ucm2 holds NaN or inf")
     labels, _ = scipy.ndimage.label(ucm2 <= threshold, structure=np.ones((3, 3), dtype=bool))
     return labels[1::2, 1::2].astype(np.int32)
 

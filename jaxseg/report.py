@@ -1,19 +1,24 @@
 """The run report: the paper's Tables 7.1-7.4 beside ours, BSDS scores, its research questions.
 
-`write(workdir, summary)` turns a runner summary (`summary.json`) into `report.md` and the bar
-chart `summary.png` (the paper's "graph below", drawn with Pillow). Rebuild them from a run
-directory with `python -m jaxseg.report RUN_DIR`.
+`write(run_dir, summary)` turns a run's `jaxseg.summary.Summary` into `report.md` (one function
+per section) and the bar chart `summary.png` (the paper's "graph below", drawn with Pillow).
+Rebuild them from a run directory's summary.json:
+
+  python -m jaxseg.report RUN_DIR      (or the console script: jaxseg-report RUN_DIR)
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from jaxseg.rundir import RunDir
+from jaxseg.summary import ClusterTable, Summary, UnitSummary
 
 __all__ = [
     "KIM2020_BLANK",
@@ -24,6 +29,7 @@ __all__ = [
     "PAPER_TABLE_7_4",
     "bar_chart",
     "panel",
+    "main",
     "render",
     "write",
 ]
@@ -73,18 +79,16 @@ def _fmt(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _primary(summary: dict) -> dict[str, dict]:
-    """method -> its unit summary at the first K candidate (the unit the tables show)."""
-    out: dict[str, dict] = {}
-    for unit in summary["units"]:
-        out.setdefault(unit["method"], unit)
+def _primary(summary: Summary) -> dict[str, UnitSummary]:
+    """method -> its unit at the first K candidate (the unit the tables show)."""
+    out: dict[str, UnitSummary] = {}
+    for unit in summary.units:
+        out.setdefault(unit.method, unit)
     return out
 
 
-def _score(unit: dict | None, path: tuple[str, str]):
-    if unit is None:
-        return None
-    return unit.get(path[0], {}).get(path[1])
+def _score(unit: UnitSummary, path: tuple[str, str]):
+    return getattr(unit, path[0]).get(path[1])
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -92,22 +96,82 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
-def _cluster_table(ours: dict | None, paper: dict, method: str) -> list[str]:
+def _header(summary: Summary) -> list[str]:
+    config, dataset, device = summary.config, summary.dataset, summary.device
+    split = f", split {dataset.split}" if dataset.split else ""
+    cnn = ", ".join(f"{k[4:]} {v}" for k, v in config.items() if k.startswith("cnn_"))
+    lines = [
+        f"# jaxseg run: {dataset.name}{split}, {dataset.n_images} images",
+        "",
+        f"Methods {', '.join(config['method'])}; K {', '.join(map(str, config['k']))}; "
+        f"space {config['space']} (xy_weight {config['xy_weight']}); covariance_type "
+        f"{config['covariance_type']}; CNN {cnn}; seed {config['seed']}; {device['backend']} "
+        f"({len(device['devices'])} devices, {device['process_count']} processes).",
+        "",
+    ]
+    if summary.metrics_skipped:
+        lines += [f"**Metrics skipped:** {summary.metrics_skipped}.", ""]
+    return lines
+
+
+def _table_7_4(summary: Summary) -> list[str]:
+    rows = [
+        [
+            f"`{unit.name}`",
+            _fmt(unit.mean.get("cluster_iou_mean")),
+            _fmt(unit.mean.get("cluster_iou_weighted")),
+            _fmt(PAPER_TABLE_7_4.get(method), 2) if method in PAPER_TABLE_7_4 else "",
+            f"{unit.n_scored}/{unit.n_images}",
+        ]
+        for method, unit in _primary(summary).items()
+    ]
+    header = ["method", "ours (mean over clusters)", "ours (size-weighted)", "paper", "scored/done"]
+    return [
+        "## Table 7.4: dataset mean of the paper's score",
+        "",
+        *_table(header, rows),
+        "",
+        "![summary](summary.png)",
+        "",
+    ]
+
+
+def _table_7_3(summary: Summary) -> list[str]:
+    if not summary.table_7_3:
+        return []
+    units = _primary(summary)
+    methods = [m for m in _PAPER_ORDER if m in units] + [m for m in units if m not in _PAPER_ORDER]
+    rows = []
+    for image_id, scores in summary.table_7_3.items():
+        row = [image_id]
+        for method in methods:
+            ours = scores.get(units[method].name)
+            paper = PAPER_TABLE_7_3.get(image_id, {}).get(method)
+            row.append(_fmt(ours, 2) + (f" ({paper})" if paper is not None else ""))
+        rows.append(row)
+    return [
+        "## Table 7.3: the five images, ours (paper)",
+        "",
+        *_table(["image", *methods], rows),
+        "",
+    ]
+
+
+def _cluster_table(ours: ClusterTable | None, paper: dict, method: str) -> list[str]:
     lines = []
     if ours is None:
         lines.append(f"Ours: image 3096 was not segmented with `{method}` in this run.")
     else:
         lines.append(
-            f"Ours (`{ours['unit']}`, annotation {ours['annotation']} with "
-            f"{ours['n_gt_segments']} segments, the coarsest; ground-truth segments numbered "
-            "from 1):"
+            f"Ours (`{ours.unit}`, annotation {ours.annotation} with {ours.n_gt_segments} "
+            "segments, the coarsest; ground-truth segments numbered from 1):"
         )
         lines.append("")
         lines += _table(
-            ["cluster", *map(str, ours["clusters"])],
+            ["cluster", *map(str, ours.clusters)],
             [
-                ["best segment", *map(str, ours["best_segment"])],
-                ["IoU", *(_fmt(v, 2) for v in ours["iou"])],
+                ["best segment", *map(str, ours.best_segment)],
+                ["IoU", *(_fmt(v, 2) for v in ours.iou)],
             ],
         )
     lines += ["", "Paper:", ""]
@@ -118,12 +182,82 @@ def _cluster_table(ours: dict | None, paper: dict, method: str) -> list[str]:
     return lines
 
 
-def _compare(summary: dict, a: str, b: str) -> str:
+def _tables_7_1_and_7_2(summary: Summary) -> list[str]:
+    if _TABLE_IMAGE not in summary.table_7_3:
+        return []
+    tables = summary.cluster_tables
+    return [
+        "## Table 7.1: image 3096, CNN clusters and their best ground-truth segment",
+        "",
+        *_cluster_table(tables.get("cnn"), PAPER_TABLE_7_1, "cnn"),
+        "",
+        "## Table 7.2: image 3096, GMM clusters and their best ground-truth segment",
+        "",
+        *_cluster_table(tables.get("gmm"), PAPER_TABLE_7_2, "gmm"),
+        "",
+    ]
+
+
+def _bsds_scores(summary: Summary) -> list[str]:
+    rows = []
+    for unit in summary.units:
+        mean, kim = unit.mean, unit.kim_miou
+        rows.append(
+            [
+                f"`{unit.name}`",
+                _fmt(mean.get("covering")),
+                _fmt(mean.get("pri")),
+                _fmt(mean.get("voi")),
+                _fmt(kim.get("all")),
+                _fmt(kim.get("fine")),
+                _fmt(kim.get("coarse")),
+                _fmt(unit.n_clusters_mean, 1),
+                _fmt(mean.get("n_connected_segments"), 0),
+            ]
+        )
+    kim = (f"{v:.4f}" for v in KIM2020_MIOU.values())
+    blank = (f"{v:.4f}" for v in KIM2020_BLANK.values())
+    rows.append(["Kim et al. 2020 (BSDS500 test)", "", "", "", *kim, "", ""])
+    rows.append(["blank image (BSDS500 test)", "", "", "", *blank, "1", "1"])
+    header = ["method", "covering", "PRI", "VOI", "Kim mIoU all", "fine", "coarse", "clusters"]
+    return [
+        "## BSDS scores per method",
+        "",
+        *_table([*header, "4-conn. segments"], rows),
+        "",
+        "Covering, PRI and VOI are per-image means (the official BSDS region benchmark at one "
+        "segmentation per image); Kim mIoU pools every ground-truth segment of the dataset.",
+        "",
+    ]
+
+
+def _region_benchmark(summary: Summary) -> list[str]:
+    if not summary.region_benchmark:
+        return []
+    rows = [
+        [
+            f"`{method}`",
+            ", ".join(map(str, b.k)),
+            f"{b.ods_covering:.3f} (K={b.ods_covering_k})",
+            f"{b.ois_covering:.3f}",
+            f"{b.best_covering:.3f}",
+            f"{b.ods_pri:.3f} (K={b.ods_pri_k})",
+            f"{b.ois_pri:.3f}",
+            f"{b.ods_voi:.3f} (K={b.ods_voi_k})",
+            f"{b.ois_voi:.3f}",
+        ]
+        for method, b in summary.region_benchmark.items()
+    ]
+    header = ["method", "K", "covering ODS", "OIS", "best", "PRI ODS", "OIS", "VOI ODS", "OIS"]
+    return ["## ODS / OIS over the K candidates", "", *_table(header, rows), ""]
+
+
+def _compare(summary: Summary, a: str, b: str) -> str:
     """One line comparing methods a and b on every score, with a verdict for a."""
     units = _primary(summary)
     ua, ub = units.get(a), units.get(b)
-    if ua is None or ub is None or not ua["mean"] or not ub["mean"]:
-        missing = [m for m, u in ((a, ua), (b, ub)) if u is None or not u["mean"]]
+    if ua is None or ub is None or not ua.mean or not ub.mean:
+        missing = [m for m, u in ((a, ua), (b, ub)) if u is None or not u.mean]
         return (
             f"- `{a}` vs `{b}`: not measured (no scored `{'`, `'.join(missing)}` in this run; "
             f"add it to `--method`)."
@@ -138,14 +272,13 @@ def _compare(summary: dict, a: str, b: str) -> str:
         wins, f"better on {wins} of {len(_SCORES)} scores"
     )
     segments = (
-        f"; 4-connected segments per image {ua['mean']['n_connected_segments']:.0f} vs "
-        f"{ub['mean']['n_connected_segments']:.0f}"
+        f"; 4-connected segments per image {ua.mean['n_connected_segments']:.0f} vs "
+        f"{ub.mean['n_connected_segments']:.0f}"
     )
     return f"- `{a}` vs `{b}`: {', '.join(parts)}{segments} — `{a}` is {verdict}."
 
 
-def _research_questions(summary: dict) -> list[str]:
-    units = _primary(summary)
+def _research_questions(summary: Summary) -> list[str]:
     lines = ["## The paper's research questions, answered with this run", ""]
     lines.append(
         "Scores: the paper's score (mean over predicted clusters of the best IoU with a "
@@ -155,14 +288,15 @@ def _research_questions(summary: dict) -> list[str]:
     lines += ["", "**1. Can an unsupervised CNN learn enough structure to give good segments?**"]
     lines.append("")
     lines += [_compare(summary, "cnn", other) for other in ("kmeans", "gmm")]
-    cnn = units.get("cnn")
-    if cnn is not None and cnn["kim_miou"]:
+    cnn = _primary(summary).get("cnn")
+    if cnn is not None and cnn.kim_miou:
+        kim = cnn.kim_miou
         lines.append(
             f"- Against the Kim et al. references (BSDS500 test): our CNN's mIoU "
-            f"all/fine/coarse {_fmt(cnn['kim_miou']['all'])} / {_fmt(cnn['kim_miou']['fine'])}"
-            f" / {_fmt(cnn['kim_miou']['coarse'])}; theirs {KIM2020_MIOU['all']} / "
-            f"{KIM2020_MIOU['fine']} / {KIM2020_MIOU['coarse']}; a blank one-segment image "
-            f"{KIM2020_BLANK['all']} / {KIM2020_BLANK['fine']} / {KIM2020_BLANK['coarse']}."
+            f"all/fine/coarse {_fmt(kim['all'])} / {_fmt(kim['fine'])} / {_fmt(kim['coarse'])}; "
+            f"theirs {KIM2020_MIOU['all']} / {KIM2020_MIOU['fine']} / {KIM2020_MIOU['coarse']}; "
+            f"a blank one-segment image {KIM2020_BLANK['all']} / {KIM2020_BLANK['fine']} / "
+            f"{KIM2020_BLANK['coarse']}."
         )
     lines += ["", "**2. Is spatial continuity important?**", ""]
     lines += [
@@ -179,192 +313,59 @@ def _research_questions(summary: dict) -> list[str]:
         "clusters (each cluster's best IoU, averaged over clusters, however many segments "
         "it splits into), so a method's number of clusters moves it as much as its boundaries; "
         "compare the Kim mIoU and covering columns, which score every ground-truth segment.",
+        "",
     ]
     return lines
 
 
-def render(summary: dict) -> str:
-    """report.md's text from a runner summary."""
-    config, dataset = summary["config"], summary["dataset"]
-    units = _primary(summary)
-    split = f", split {dataset['split']}" if dataset["split"] else ""
-    lines = [
-        f"# jaxseg run: {dataset['name']}{split}, {dataset['n_images']} images",
-        "",
-        f"Methods {', '.join(config['methods'])}; K {', '.join(map(str, config['k']))}; "
-        f"features {config['features']} (xy weight {config['xy_weight']}); CNN preset "
-        f"{config['cnn_preset']} (max_iter {config['cnn_max_iter'] or 'preset'}, mu "
-        f"{config['cnn_mu'] if config['cnn_mu'] is not None else 'preset'}, mode "
-        f"{config['cnn_mode']}); seed {config['seed']}; {summary['device']['backend']} "
-        f"({len(summary['device']['devices'])} devices, {summary['device']['process_count']} "
-        "processes).",
-        "",
-    ]
-    if summary["metrics_skipped"]:
-        lines += [f"**Metrics skipped:** {summary['metrics_skipped']}.", ""]
-
-    lines += ["## Table 7.4: dataset mean of the paper's score", ""]
-    rows = []
-    for method, unit in units.items():
-        mean = unit["mean"]
-        rows.append(
-            [
-                f"`{unit['name']}`",
-                _fmt(mean.get("cluster_iou_mean")),
-                _fmt(mean.get("cluster_iou_weighted")),
-                _fmt(PAPER_TABLE_7_4.get(method), 2) if method in PAPER_TABLE_7_4 else "",
-                f"{unit['n_scored']}/{unit['n_images']}",
-            ]
-        )
-    lines += _table(
-        ["method", "ours (mean over clusters)", "ours (size-weighted)", "paper", "scored/done"],
-        rows,
-    )
-    lines += ["", "![summary](summary.png)", ""]
-
-    if summary["table_7_3"]:
-        lines += ["## Table 7.3: the five images, ours (paper)", ""]
-        methods = [m for m in _PAPER_ORDER if m in units] + [
-            m for m in units if m not in _PAPER_ORDER
-        ]
-        rows = []
-        for image_id, scores in summary["table_7_3"].items():
-            row = [image_id]
-            for method in methods:
-                ours = scores.get(units[method]["name"])
-                paper = PAPER_TABLE_7_3.get(image_id, {}).get(method)
-                row.append(_fmt(ours, 2) + (f" ({paper})" if paper is not None else ""))
-            rows.append(row)
-        lines += _table(["image", *methods], rows) + [""]
-
-    if _TABLE_IMAGE in summary["table_7_3"]:
-        tables = summary["cluster_tables"]
-        lines += ["## Table 7.1: image 3096, CNN clusters and their best ground-truth segment", ""]
-        lines += _cluster_table(tables.get("cnn"), PAPER_TABLE_7_1, "cnn") + [""]
-        lines += ["## Table 7.2: image 3096, GMM clusters and their best ground-truth segment", ""]
-        lines += _cluster_table(tables.get("gmm"), PAPER_TABLE_7_2, "gmm") + [""]
-
-    lines += ["## BSDS scores per method", ""]
-    rows = []
-    for unit in summary["units"]:
-        mean, kim = unit["mean"], unit["kim_miou"]
-        rows.append(
-            [
-                f"`{unit['name']}`",
-                _fmt(mean.get("covering")),
-                _fmt(mean.get("pri")),
-                _fmt(mean.get("voi")),
-                _fmt(kim.get("all")),
-                _fmt(kim.get("fine")),
-                _fmt(kim.get("coarse")),
-                _fmt(unit["n_clusters_mean"], 1),
-                _fmt(mean.get("n_connected_segments"), 0),
-            ]
-        )
-    rows.append(
-        [
-            "Kim et al. 2020 (BSDS500 test)",
-            "",
-            "",
-            "",
-            *(f"{v:.4f}" for v in KIM2020_MIOU.values()),
-            "",
-            "",
-        ]
-    )
-    rows.append(
-        [
-            "blank image (BSDS500 test)",
-            "",
-            "",
-            "",
-            *(f"{v:.4f}" for v in KIM2020_BLANK.values()),
-            "1",
-            "1",
-        ]
-    )
-    lines += _table(
-        [
-            "method",
-            "covering",
-            "PRI",
-            "VOI",
-            "Kim mIoU all",
-            "fine",
-            "coarse",
-            "clusters",
-            "4-conn. segments",
-        ],
-        rows,
-    )
-    lines += [
-        "",
-        "Covering, PRI and VOI are per-image means (the official BSDS region benchmark at one "
-        "segmentation per image); Kim mIoU pools every ground-truth segment of the dataset.",
-        "",
-    ]
-
-    if summary["region_benchmark"]:
-        lines += ["## ODS / OIS over the K candidates", ""]
-        rows = []
-        for method, b in summary["region_benchmark"].items():
-            rows.append(
-                [
-                    f"`{method}`",
-                    ", ".join(map(str, b["k"])),
-                    f"{b['ods_covering']:.3f} (K={b['ods_covering_k']})",
-                    f"{b['ois_covering']:.3f}",
-                    f"{b['best_covering']:.3f}",
-                    f"{b['ods_pri']:.3f} (K={b['ods_pri_k']})",
-                    f"{b['ois_pri']:.3f}",
-                    f"{b['ods_voi']:.3f} (K={b['ods_voi_k']})",
-                    f"{b['ois_voi']:.3f}",
-                ]
-            )
-        lines += _table(
-            ["method", "K", "covering ODS", "OIS", "best", "PRI ODS", "OIS", "VOI ODS", "OIS"],
-            rows,
-        ) + [""]
-
-    lines += _research_questions(summary) + [""]
-
-    lines += ["## Time per image", ""]
+def _timings(summary: Summary) -> list[str]:
     rows = [
-        [
-            f"`{u['name']}`",
-            _fmt(u["seconds_median"]),
-            _fmt(u["seconds_median_compiled_excluded"]),
-        ]
-        for u in summary["units"]
+        [f"`{u.name}`", _fmt(u.seconds_median), _fmt(u.seconds_median_compiled_excluded)]
+        for u in summary.units
     ]
-    lines += _table(["method", "median s", "median s, batches without compilation"], rows)
-    lines += [
+    return [
+        "## Time per image",
+        "",
+        *_table(["method", "median s", "median s, batches without compilation"], rows),
         "",
         "Seconds per image: a batch's wall time for the method's stages divided by its images "
         "(timings.csv has every image).",
         "",
     ]
 
-    lines += ["## Failures", ""]
-    if summary["failures"]:
-        lines += [f"- {f['image_id']} `{f['unit']}`: {f['error']}" for f in summary["failures"]]
-    else:
-        lines.append("None.")
-    return "\n".join(lines) + "\n"
+
+def _failures(summary: Summary) -> list[str]:
+    if not summary.failures:
+        return ["## Failures", "", "None."]
+    return ["## Failures", "", *(f"- {f.image_id} `{f.unit}`: {f.error}" for f in summary.failures)]
 
 
-def bar_chart(summary: dict) -> Image.Image:
+_SECTIONS = (
+    _header,
+    _table_7_4,
+    _table_7_3,
+    _tables_7_1_and_7_2,
+    _bsds_scores,
+    _region_benchmark,
+    _research_questions,
+    _timings,
+    _failures,
+)
+
+
+def render(summary: Summary) -> str:
+    """report.md's text: one function per section."""
+    return "\n".join(line for section in _SECTIONS for line in section(summary)) + "\n"
+
+
+def bar_chart(summary: Summary) -> Image.Image:
     """Bars per method: our paper score and Kim mIoU (all) beside the paper's Table 7.4."""
     units = _primary(summary)
-    methods = [m for m in units if units[m]["mean"]]
+    methods = [m for m in units if units[m].mean]
     series = [
-        (
-            "ours: paper score",
-            (40, 110, 190),
-            [units[m]["mean"]["cluster_iou_mean"] for m in methods],
-        ),
+        ("ours: paper score", (40, 110, 190), [units[m].mean["cluster_iou_mean"] for m in methods]),
         ("paper (Table 7.4)", (200, 120, 40), [PAPER_TABLE_7_4.get(m) for m in methods]),
-        ("ours: Kim mIoU (all)", (90, 160, 90), [units[m]["kim_miou"].get("all") for m in methods]),
+        ("ours: Kim mIoU (all)", (90, 160, 90), [units[m].kim_miou.get("all") for m in methods]),
     ]
     width, height, left, bottom, top = max(480, 110 * len(methods) + 80), 360, 50, 60, 40
     image = Image.new("RGB", (width, height), "white")
@@ -420,31 +421,39 @@ def panel(tiles: Sequence[tuple[str, np.ndarray]], *, size: int = 240) -> Image.
     return out
 
 
-def write(workdir: str | Path, summary: dict) -> None:
-    """Writes `report.md` and `summary.png` into `workdir`."""
-    workdir = Path(workdir)
-    for name, save in (
-        ("report.md", lambda tmp: tmp.write_text(render(summary))),
-        ("summary.png", lambda tmp: bar_chart(summary).save(tmp, format="PNG")),
-    ):
-        tmp = workdir / f".{name}.tmp"
-        save(tmp)
-        tmp.replace(workdir / name)
+def write(run_dir: RunDir | str | os.PathLike, summary: Summary) -> None:
+    """Writes `report.md` and `summary.png` into the run directory."""
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    run_dir.write_text(run_dir.root / "report.md", render(summary))
+    run_dir.write_image(run_dir.root / "summary.png", bar_chart(summary))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m jaxseg.report RUN_DIR`: rewrites report.md and summary.png from summary.json."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m jaxseg.report RUN_DIR", file=sys.stderr)
+def main(argv: Sequence[str]) -> int:
+    """Rewrites RUN_DIR's report.md and summary.png from its summary.json."""
+    prog = "jaxseg.report"
+    if len(argv) != 2:
+        print(f"{prog}: error: expected one RUN_DIR, got {list(argv[1:])}", file=sys.stderr)
         return 2
-    path = Path(argv[0]) / "summary.json"
-    if not path.exists():
-        print(f"error: {path} not found", file=sys.stderr)
+    path = Path(argv[1]) / "summary.json"
+    try:
+        summary = Summary.from_json(path.read_text())
+        write(path.parent, summary)
+    except (OSError, ValueError) as error:
+        message = error.strerror if isinstance(error, OSError) and error.strerror else error
+        print(f"{prog}: error: {path}: {message}", file=sys.stderr)
         return 1
-    write(path.parent, json.loads(path.read_text()))
     return 0
 
 
+def run() -> None:
+    """`python -m jaxseg.report RUN_DIR` (absl; --helpfull lists absl's own flags)."""
+    from absl import app
+
+    if any(arg in ("--help", "-h", "-?", "--helpshort") for arg in sys.argv[1:]):
+        print(__doc__.strip())
+        sys.exit(0)
+    app.run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,6 +1,7 @@
-"""jaxseg.pipeline: every method behind one call, buckets and masks, batch independence."""
+"""jaxseg.pipeline: every method as a plan, buckets and masks, batch independence, jit/vmap."""
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
@@ -10,7 +11,7 @@ from jaxseg import cnn, pipeline
 
 # Few CNN iterations and channels, and few elbow candidates, keep compilation short.
 TINY_CNN = dataclasses.replace(cnn.Config.paper(), n_channels=8, max_iter=4)
-FAST = {"cnn_config": TINY_CNN, "k_max": 4}
+FAST = {"cnn": TINY_CNN, "k_max": 4}
 
 
 def _regions(
@@ -39,18 +40,18 @@ def _merges(fine: np.ndarray, coarse: np.ndarray) -> bool:
     return len(np.unique(pairs[0])) == pairs.shape[1]
 
 
-def test_bucket_round_trip_and_mask():
+def test_prepare_round_trip_and_mask():
     image = np.arange(5 * 3 * 3, dtype=np.uint8).reshape(5, 3, 3)  # portrait
-    assert pipeline.bucket_shape(5, 3) == (3, 5, True)
-    assert pipeline.bucket_shape(5, 3, pad_multiple=4) == (4, 8, True)
-    bucketed, mask = pipeline.to_bucket(image, pad_multiple=4)
-    assert bucketed.shape == (4, 8, 3) and bucketed.dtype == np.float32
-    np.testing.assert_array_equal(bucketed[:3, :5], image.transpose(1, 0, 2) / np.float32(255))
-    assert mask.sum() == 15 and mask[:3, :5].all()
-    assert not bucketed[~mask].any()  # zero padding
+    prepared = pipeline.prepare(image, pad_multiple=4)
+    assert prepared.image.shape == (4, 8, 3) and prepared.image.dtype == np.uint8  # stays uint8
+    np.testing.assert_array_equal(prepared.image[:3, :5], image.transpose(1, 0, 2))
+    assert prepared.mask.sum() == 15 and prepared.mask[:3, :5].all()
+    assert not prepared.image[~prepared.mask].any()  # zero padding
     labels = np.arange(32).reshape(4, 8)
-    np.testing.assert_array_equal(pipeline.from_bucket(labels, (5, 3)), labels[:3, :5].T)
-    np.testing.assert_array_equal(pipeline.from_bucket(labels, (3, 5)), labels[:3, :5])
+    np.testing.assert_array_equal(prepared.restore(labels), labels[:3, :5].T)
+    landscape = pipeline.prepare(image.transpose(1, 0, 2))
+    np.testing.assert_array_equal(landscape.restore(labels), labels[:3, :5])
+    assert pipeline.prepare(image, pad_multiple=4).bucket == prepared.bucket
 
 
 @pytest.mark.parametrize("method", ["kmeans", "gmm", "kmeans_xy"])
@@ -82,6 +83,29 @@ def test_ensemble_only_merges_its_first_stage(method):
         np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))
 
 
+def test_plans():
+    options = pipeline.Options(**FAST)
+    # The ensembles extend their first method's plan (K by the elbow): a shared prefix.
+    assert pipeline.plan("gmm_kmeans", 3, options)[0] == pipeline.plan("gmm", "elbow", options)[0]
+    assert pipeline.plan("cnn_kmeans", 3, options)[:1] == pipeline.plan("cnn", 3, options)
+    assert isinstance(pipeline.plan("cnn_kmeans", 3, options)[1], pipeline.Recluster)
+    assert pipeline.plan("cnn_ce", options=options)[0].config.mu == 0
+    assert pipeline.plan("cnn", options=options)[0].config.mu == TINY_CNN.mu
+    assert pipeline.plan("gmm_xy", options=options)[0].options.xy_weight == pipeline.XY_WEIGHT
+    assert isinstance(pipeline.plan("cnn", cnn_mode="dataset")[0], pipeline.ApplyCNN)
+    assert [pipeline.takes_k(m) for m in pipeline.METHODS + pipeline.VARIANTS] == [
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
+    hash(pipeline.plan("gmm_kmeans", "elbow", options))  # static arguments
+
+
 def test_batched_equals_one_by_one():
     images = [_regions(12, 15, seed=s)[0] for s in range(3)] + [_regions(15, 12, seed=9)[0]]
     keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(0), np.arange(4))
@@ -96,22 +120,49 @@ def test_gmm_batch_of_different_elbow_k_equals_one_by_one():
     # One vmapped GMM fit with each image's K traced (k_max components, the first K fitted).
     images = np.stack([_regions(12, 15, seed=4)[0], _regions(12, 15, seed=4, n_regions=4)[0]])
     keys = jax.random.split(jax.random.PRNGKey(4), 2)
-    options = {**FAST, "k_max": 6}
-    batched = pipeline.segment_batch(images, "gmm", keys=keys, **options)
+    options = pipeline.Options(**{**FAST, "k_max": 6})
+    batched = pipeline.segment_batch(images, keys, method="gmm", options=options)
     np.testing.assert_array_equal(batched.n_clusters, [3, 4])
     for i in range(2):
-        alone = pipeline.segment_batch(images[i : i + 1], "gmm", keys=keys[i : i + 1], **options)
+        alone = pipeline.segment_batch(
+            images[i : i + 1], keys[i : i + 1], method="gmm", options=options
+        )
         np.testing.assert_array_equal(batched.labels[i], alone.labels[0])
+
+
+def test_segment_batch_under_jit_and_vmap():
+    # segment_batch is pure: jit (static method / n_clusters / options / n_colours) and vmap
+    # over a further leading axis give the eager labels.
+    images = np.stack([_regions(12, 15, seed=s)[0] for s in range(4)]).reshape(2, 2, 12, 15, 3)
+    keys = jax.random.split(jax.random.PRNGKey(5), 4).reshape(2, 2, -1)
+    options = pipeline.Options(**FAST)
+    static = {"method": "gmm", "n_clusters": 3, "options": options, "n_colours": 90}
+    fn = functools.partial(pipeline.segment_batch, **static)
+    eager = [fn(images[i], keys[i]) for i in range(2)]
+    jitted = jax.jit(pipeline.segment_batch, static_argnames=tuple(static))(
+        images[0], keys[0], **static
+    )
+    np.testing.assert_array_equal(jitted.labels, eager[0].labels)
+    mapped = jax.vmap(fn)(images, keys)
+    for i in range(2):
+        np.testing.assert_array_equal(mapped.labels[i], eager[i].labels)
+        np.testing.assert_array_equal(mapped.n_clusters[i], eager[i].n_clusters)
 
 
 def test_mask_keeps_padding_out():
     image, _ = _regions(12, 15, seed=5)
-    bucketed, mask = pipeline.to_bucket(image, pad_multiple=8)
-    garbage = np.where(mask[..., None], bucketed, np.float32(0.9))
+    prepared = pipeline.prepare(image, pad_multiple=8)
+    mask = prepared.mask
+    garbage = np.where(mask[..., None], prepared.image, np.uint8(230))
     keys = jax.random.split(jax.random.PRNGKey(0), 1)
+    options = pipeline.Options(**FAST)
     for method in ("kmeans", "gmm"):
-        clean = pipeline.segment_batch(bucketed[None], method, keys=keys, mask=mask[None], **FAST)
-        noisy = pipeline.segment_batch(garbage[None], method, keys=keys, mask=mask[None], **FAST)
+        clean = pipeline.segment_batch(
+            prepared.image[None], keys, mask[None], method=method, options=options
+        )
+        noisy = pipeline.segment_batch(
+            garbage[None], keys, mask[None], method=method, options=options
+        )
         np.testing.assert_array_equal(clean.labels[0][mask], noisy.labels[0][mask])
         assert not np.asarray(clean.labels[0])[~mask].any()
 
@@ -126,18 +177,21 @@ def test_cnn_padding_does_not_change_labels():
     assert np.mean(np.asarray(exact) == np.asarray(padded)) >= 0.99
 
 
-def test_variants():
-    options = pipeline.Options(cnn_config=TINY_CNN)
-    assert pipeline.method_options("cnn_ce", options).cnn.mu == 0
-    assert pipeline.method_options("cnn", options).cnn.mu == TINY_CNN.mu
-    assert pipeline.method_options("gmm_xy", options).xy_weight == pipeline.XY_WEIGHT
-    assert [pipeline.base_method(m) for m in pipeline.METHODS] == [
-        "kmeans",
-        "gmm",
-        "cnn",
-        "cnn",
-        "gmm",
-    ]
+def test_grey_rgba_and_float_images():
+    image, _ = _regions(12, 15, seed=6)
+    key = jax.random.PRNGKey(6)
+    rgb = np.asarray(pipeline.segment(image, "kmeans", key=key, **FAST))
+    rgba = np.concatenate([image, np.full((12, 15, 1), 7, np.uint8)], axis=-1)
+    np.testing.assert_array_equal(pipeline.segment(rgba, "kmeans", key=key, **FAST), rgb)
+    grey = image[..., 0]
+    np.testing.assert_array_equal(
+        pipeline.segment(grey, "kmeans", key=key, **FAST),
+        pipeline.segment(np.repeat(grey[..., None], 3, -1), "kmeans", key=key, **FAST),
+    )
+    # Float input clusters every pixel instead of the distinct colours: the same partition.
+    floats = pipeline.segment(image / 255, "kmeans", key=key, n_clusters=3, **FAST)
+    ints = pipeline.segment(image, "kmeans", key=key, n_clusters=3, **FAST)
+    assert _same_partition(np.asarray(floats), np.asarray(ints))
 
 
 @pytest.mark.parametrize(
@@ -146,9 +200,11 @@ def test_variants():
         ({"method": "watershed"}, "unknown method 'watershed'"),
         ({"n_clusters": 1}, "n_clusters must be >= 2"),
         ({"n_clusters": "many"}, "n_clusters must be an integer"),
+        ({"n_clusters": 2.5}, "n_clusters must be an integer"),
         ({"colour": "hsv"}, r"unknown options \['colour'\]"),
         ({"space": "hsv"}, "space must be 'rgb' or 'lab'"),
         ({"k_min": 5, "k_max": 3}, "k_min <= k_max"),
+        ({"covariance_type": "tied"}, "covariance_type must be one of"),
     ],
 )
 def test_bad_arguments(kwargs, message):
@@ -160,7 +216,8 @@ def test_bad_arguments(kwargs, message):
 @pytest.mark.parametrize(
     ("image", "message"),
     [
-        (np.zeros((8, 8), np.uint8), r"must be \[h, w, 3\]"),
+        (np.zeros((8, 8, 2), np.uint8), r"must be \[h, w\], \[h, w, 3\] or \[h, w, 4\]"),
+        (np.zeros((0, 0, 3), np.uint8), "image is empty"),
         (np.full((8, 8, 3), 2.0, np.float32), r"finite values in \[0, 1\]"),
         (np.full((8, 8, 3), np.nan, np.float32), r"finite values in \[0, 1\]"),
         (np.zeros((8, 8, 3), np.int64), "uint8 or float"),
@@ -169,3 +226,8 @@ def test_bad_arguments(kwargs, message):
 def test_bad_images(image, message):
     with pytest.raises(ValueError, match=message):
         pipeline.segment(image, "kmeans", key=jax.random.PRNGKey(0))
+
+
+def test_bad_pad_multiple():
+    with pytest.raises(ValueError, match="pad_multiple must be >= 1"):
+        pipeline.prepare(np.zeros((4, 4, 3), np.uint8), pad_multiple=0)

@@ -1,8 +1,8 @@
-"""jaxseg.runner and experiments/run.py on a tiny BSDS-style dataset written by the tests."""
+"""jaxseg.runner, the run directory, the summary and the command lines, on a tiny BSDS-style
+dataset written by the tests."""
 
 import csv
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +14,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from jaxseg import metrics, pipeline, runner
+from jaxseg import cnn, config, metrics, pipeline, rundir, runner
+from jaxseg.summary import Summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,18 +59,32 @@ def bsds(tmp_path_factory) -> Path:
     return root
 
 
-def _config(bsds: Path, **overrides) -> runner.RunConfig:
+def _config(bsds: Path, **overrides) -> config.RunConfig:
+    options = overrides.pop("options", {})
     settings = dict(
-        methods=("kmeans", "gmm_kmeans"),
+        method=("kmeans", "gmm_kmeans"),
         dataset="bsds500",
         split="train",
         data_dir=str(bsds),
-        # Small and shared by every run: runs in one process reuse the compiled stages.
-        elbow_k_max=4,
-        cnn_max_iter=3,
+        # Small and shared by every run: runs in one process hit the compilation cache.
+        options=pipeline.Options(
+            k_max=options.pop("k_max", 4),
+            cnn=dataclasses.replace(cnn.Config.paper(), max_iter=3),
+            **options,
+        ),
         batch_size=3,
     )
-    return runner.RunConfig(**{**settings, **overrides})
+    return config.RunConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """Runs in this module share JAX's persistent cache, as reruns of the CLI do."""
+    previous = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    yield
+    jax.config.update("jax_compilation_cache_dir", previous)
 
 
 def _csv(path: Path) -> list[dict]:
@@ -81,19 +96,29 @@ def _labels(workdir: Path, unit: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((workdir / "labels" / unit).glob("*.png"))}
 
 
+def _cli(*args, cwd, module=None, timeout=300):
+    command = ["-m", module] if module else [str(REPO / "experiments" / "run.py")]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, *command, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )
+
+
 @pytest.fixture(scope="module")
 def full_run(bsds, tmp_path_factory):
     """Every paper method plus the CE-only CNN on the train split, a tiny CNN budget."""
     workdir = tmp_path_factory.mktemp("full")
-    config = _config(
-        bsds,
-        methods=("kmeans", "gmm", "cnn", "cnn_kmeans", "gmm_kmeans", "cnn_ce"),
-    )
-    return config, workdir, runner.run(config, workdir)
+    cfg = _config(bsds, method=("kmeans", "gmm", "cnn", "cnn_kmeans", "gmm_kmeans", "cnn_ce"))
+    return cfg, workdir, runner.run(cfg, workdir)
 
 
 def test_outputs(full_run):
-    config, workdir, summary = full_run
+    cfg, workdir, summary = full_run
     rows = _csv(workdir / "metrics.csv")
     header = (workdir / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("image_id,method,k,n_clusters,")
@@ -102,20 +127,23 @@ def test_outputs(full_run):
     assert len(rows) == 3 * 6
     assert [r["image_id"] for r in rows[::6]] == ["100", "22090", "3096"]
     assert len(_csv(workdir / "timings.csv")) == 3 * 6
-    for unit in config.methods:
+    for unit in cfg.method:
         for image_id in ("100", "22090", "3096"):
-            labels = runner.read_labels(workdir / "labels" / unit / f"{image_id}.png")
+            labels = rundir.read_labels(workdir / "labels" / unit / f"{image_id}.png")
             assert labels.shape == IMAGES[image_id][1:]
+            with Image.open(workdir / "labels" / unit / f"{image_id}.png") as png:
+                assert png.mode in ("L", "I;16")  # single-channel integer labels
             assert (workdir / "color" / unit / f"{image_id}.png").exists()
     assert Image.open(workdir / "panels" / "22090.png").width > 7 * 16
-    assert summary == json.loads((workdir / "summary.json").read_text())
-    assert summary["failures"] == [] and summary["metrics_skipped"] is None
-    unit = summary["units"][0]
+    assert summary == Summary.from_json((workdir / "summary.json").read_text())
+    assert summary.failures == [] and summary.metrics_skipped is None
+    unit = summary.units[0]
     kim_sum = sum(float(r["kim_all_sum"]) for r in rows if r["method"] == "kmeans")
     kim_count = sum(float(r["kim_all_count"]) for r in rows if r["method"] == "kmeans")
-    assert unit["kim_miou"]["all"] == pytest.approx(kim_sum / kim_count)
-    assert set(summary["cluster_tables"]) == {"cnn", "gmm"}
-    assert summary["cluster_tables"]["gmm"]["n_gt_segments"] == 2  # the coarsest annotation
+    assert unit.kim_miou["all"] == pytest.approx(kim_sum / kim_count)
+    assert set(summary.cluster_tables) == {"cnn", "gmm"}
+    assert summary.cluster_tables["gmm"].n_gt_segments == 2  # the coarsest annotation
+    assert not list(workdir.rglob(".*.tmp"))
 
 
 def test_report(full_run):
@@ -124,8 +152,8 @@ def test_report(full_run):
     for title in ("Table 7.1", "Table 7.2", "Table 7.3", "Table 7.4", "research questions"):
         assert title in report
     assert "0.67" in report and "0.3050" in report  # the paper's and Kim et al.'s numbers
-    gmm = next(u for u in summary["units"] if u["method"] == "gmm")
-    assert f"{gmm['mean']['cluster_iou_mean']:.3f}" in report
+    gmm = next(u for u in summary.units if u.method == "gmm")
+    assert f"{gmm.mean['cluster_iou_mean']:.3f}" in report
     assert "`cnn` vs `cnn_ce`: paper score" in report  # continuity question answered
     assert "`kmeans_xy` vs `kmeans`: not measured" in report
     assert Image.open(workdir / "summary.png").size[0] >= 480
@@ -137,23 +165,23 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return min(table.max(axis=1).sum(), table.max(axis=0).sum()) / a.size
 
 
-def test_runner_labels_equal_library_labels(full_run):
-    # The runner's image i uses fold_in(PRNGKey(seed), i), exactly as pipeline.segment. The
-    # runner compiles a batch of 3, the library a batch of 1: the GMM's fixed point gives the same
-    # labels; the CNN's argmax feedback can flip a pixel (1 of 352 on an AMD CPU), so it is held
-    # to >= 99 % agreement and its number of segments within one.
-    config, workdir, _ = full_run
-    dataset = runner.open_dataset(config)
+def test_runner_executes_the_library_plans(full_run):
+    # The runner's units are pipeline.plan's plans (cnn_kmeans extends cnn's, computed once),
+    # and its image i uses fold_in(PRNGKey(seed), i), as pipeline.segment does: for the
+    # GMM's fixed point the labels agree on every pixel (batch of 3 vs batch of 1).
+    cfg, workdir, _ = full_run
+    by_name = {u.name: u for u in runner.units(cfg)}
+    for unit in by_name.values():
+        assert unit.plan == pipeline.plan(unit.method, unit.k or "elbow", cfg.options)
+    assert by_name["cnn_kmeans"].plan[:1] == by_name["cnn"].plan
+    dataset = runner.open_dataset(cfg)
     index = 1  # 22090, portrait: turned to landscape and back
     sample = dataset[index]
-    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), index)
-    for method, minimum in (("gmm_kmeans", 1.0), ("cnn_kmeans", 0.99)):
-        options = config.options()
-        fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-        expected = np.asarray(pipeline.segment(sample.image, method, key=key, **fields))
-        saved = runner.read_labels(workdir / "labels" / method / f"{sample.image_id}.png")
-        assert _agreement(saved, expected) >= minimum
-        assert abs(len(np.unique(saved)) - len(np.unique(expected))) <= (minimum < 1)
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), index)
+    fields = {f.name: getattr(cfg.options, f.name) for f in dataclasses.fields(cfg.options)}
+    expected = np.asarray(pipeline.segment(sample.image, "gmm_kmeans", key=key, **fields))
+    saved = rundir.read_labels(workdir / "labels" / "gmm_kmeans" / f"{sample.image_id}.png")
+    assert _agreement(saved, expected) >= 0.999
 
 
 def test_labels_do_not_depend_on_batch_size(bsds, tmp_path):
@@ -163,41 +191,65 @@ def test_labels_do_not_depend_on_batch_size(bsds, tmp_path):
         assert _labels(tmp_path / "1", unit) == _labels(tmp_path / "3", unit)
 
 
-def test_resume_skips_finished_images(bsds, tmp_path):
-    config = _config(bsds, methods=("kmeans",))
-    first = runner.run(config, tmp_path)
+def test_resume_repairs_and_cleans(bsds, tmp_path):
+    cfg = _config(bsds, method=("kmeans",))
+    first = runner.run(cfg, tmp_path)
     records = sorted((tmp_path / "records" / "kmeans").glob("*.json"))
     mtimes = {p: p.stat().st_mtime_ns for p in records}
-    # An interrupted run: a record lost (its label map already written), a stray temporary file.
+    # An interrupted run: a record lost (its label map already written), a stray temporary
+    # file, a kill after an image's record but before its picture and panel.
     records[1].unlink()
-    (tmp_path / "labels" / "kmeans" / ".3096.png.999.tmp").write_bytes(b"partial")
-    second = runner.run(config, tmp_path)
-    assert records[1].exists()
+    stray = tmp_path / "labels" / "kmeans" / ".3096.png.999.tmp"
+    stray.write_bytes(b"partial")
+    (tmp_path / "panels" / "100.png").unlink()
+    (tmp_path / "color" / "kmeans" / "100.png").unlink()
+    second = runner.run(cfg, tmp_path)
+    assert records[1].exists() and not stray.exists()
+    assert (tmp_path / "panels" / "100.png").exists()
+    assert (tmp_path / "color" / "kmeans" / "100.png").exists()
     for path in (records[0], records[2]):
         assert path.stat().st_mtime_ns == mtimes[path]
-    assert [u["mean"] for u in first["units"]] == [u["mean"] for u in second["units"]]
+    assert [u.mean for u in first.units] == [u.mean for u in second.units]
+
+
+def test_locked_directory_is_refused(bsds, tmp_path):
+    with rundir.RunDir(tmp_path).lock():
+        with pytest.raises(ValueError, match="another run is writing into"):
+            runner.run(_config(bsds, method=("kmeans",), num_images=1), tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_subset_rerun_keeps_the_summary(bsds, tmp_path):
+    runner.run(_config(bsds, method=("kmeans", "gmm")), tmp_path)
+    summary = runner.run(_config(bsds, method=("kmeans",), num_images=1), tmp_path)
+    assert [(u.name, u.n_images) for u in summary.units] == [("kmeans", 3), ("gmm", 3)]
+    assert len(_csv(tmp_path / "metrics.csv")) == 6
+    assert "`gmm`" in (tmp_path / "report.md").read_text()
 
 
 def test_rerun_with_other_settings_is_refused(bsds, tmp_path):
-    runner.run(_config(bsds, methods=("kmeans",), num_images=1), tmp_path)
+    runner.run(_config(bsds, method=("kmeans",), num_images=1), tmp_path)
     with pytest.raises(ValueError, match="other settings.*seed 0 -> 1"):
-        runner.run(_config(bsds, methods=("kmeans",), num_images=1, seed=1), tmp_path)
+        runner.run(_config(bsds, method=("kmeans",), num_images=1, seed=1), tmp_path)
+    with pytest.raises(ValueError, match="covariance_type 'full' -> 'diag'"):
+        options = {"covariance_type": "diag"}
+        runner.run(_config(bsds, method=("gmm",), num_images=1, options=options), tmp_path)
 
 
 def test_k_candidates_give_ods_ois(bsds, tmp_path):
-    summary = runner.run(_config(bsds, methods=("kmeans",), k=("elbow", 2, 3)), tmp_path)
-    assert [u["name"] for u in summary["units"]] == ["kmeans-elbow", "kmeans-k2", "kmeans-k3"]
-    bench = summary["region_benchmark"]["kmeans"]
-    assert bench["k"] == ["elbow", 2, 3] and bench["n_images"] == 3
-    assert 0 < bench["ods_covering"] <= bench["ois_covering"] <= bench["best_covering"] <= 1
-    assert bench["ods_covering_k"] in ("elbow", 2, 3)
+    summary = runner.run(_config(bsds, method=("kmeans",), k=("elbow", 2, 3)), tmp_path)
+    assert [u.name for u in summary.units] == ["kmeans-elbow", "kmeans-k2", "kmeans-k3"]
+    bench = summary.region_benchmark["kmeans"]
+    assert bench.k == ["elbow", 2, 3] and bench.n_images == 3
+    assert 0 < bench.ods_covering <= bench.ois_covering <= bench.best_covering <= 1
+    assert bench.ods_covering_k in ("elbow", 2, 3)
     assert {r["k"] for r in _csv(tmp_path / "metrics.csv")} == {"elbow", "2", "3"}
     assert "ODS / OIS" in (tmp_path / "report.md").read_text()
 
 
 def test_split_without_ground_truth(bsds, tmp_path):
     summary = runner.run(_config(bsds, split="test"), tmp_path)
-    assert "1 images have no ground truth" in summary["metrics_skipped"]
+    assert "1 images have no ground truth" in summary.metrics_skipped
     rows = _csv(tmp_path / "metrics.csv")
     assert [(r["image_id"], r["method"]) for r in rows] == [
         ("5000", "kmeans"),
@@ -214,19 +266,51 @@ def test_failing_image_is_logged_and_skipped(bsds, tmp_path):
         src = bsds / "BSDS500" / "images" / "train" / f"{image_id}.jpg"
         (folder / src.name).write_bytes(src.read_bytes())
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    config = _config(bsds, methods=("kmeans",), dataset=str(folder), split=None, data_dir=None)
-    summary = runner.run(config, tmp_path / "run")
-    assert [(f["image_id"], f["unit"]) for f in summary["failures"]] == [("broken", "kmeans")]
-    assert "cannot read image" in summary["failures"][0]["error"]
+    cfg = _config(bsds, method=("kmeans",), dataset=str(folder), split=None, data_dir=None)
+    summary = runner.run(cfg, tmp_path / "run")
+    assert [(f.image_id, f.unit) for f in summary.failures] == [("broken", "kmeans")]
+    assert "cannot read image" in summary.failures[0].error
     assert sorted(_labels(tmp_path / "run", "kmeans")) == ["100.png", "22090.png"]
     assert "broken" in (tmp_path / "run" / "report.md").read_text()
 
 
+def test_failures_are_per_image_and_method(tmp_path):
+    # K-means (K up to 10) cannot split a 3x3 image, the CNN needs 3x3 pixels: each failure is
+    # its own, the other method's labels are kept.
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, shape in (("line", (1, 50, 3)), ("tiny", (3, 3, 3))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"{name}.png")
+    cfg = config.RunConfig(
+        dataset=str(folder),
+        method=("kmeans", "cnn"),
+        options=pipeline.Options(cnn=dataclasses.replace(cnn.Config.paper(), max_iter=2)),
+    )
+    summary = runner.run(cfg, tmp_path / "run")
+    failed = {(f.image_id, f.unit): f.error for f in summary.failures}
+    assert sorted(failed) == [("line", "cnn"), ("tiny", "kmeans")]
+    assert "3x3" in failed[("line", "cnn")]
+    assert "k_max" in failed[("tiny", "kmeans")] or "n_clusters" in failed[("tiny", "kmeans")]
+    assert sorted(_labels(tmp_path / "run", "kmeans")) == ["line.png"]
+    assert sorted(_labels(tmp_path / "run", "cnn")) == ["tiny.png"]
+
+
 def test_dataset_mode_cnn(bsds, tmp_path):
-    config = _config(bsds, methods=("cnn",), cnn_mode="dataset", cnn_max_iter=2, num_images=2)
-    summary = runner.run(config, tmp_path)
-    assert summary["units"][0]["n_scored"] == 2
+    cfg = _config(bsds, method=("cnn",), cnn_mode="dataset", num_images=2)
+    summary = runner.run(cfg, tmp_path)
+    assert summary.units[0].n_scored == 2
     assert all(1 <= int(r["n_clusters"]) <= 100 for r in _csv(tmp_path / "metrics.csv"))
+
+
+def test_summary_json_round_trip_and_errors(full_run):
+    _, workdir, summary = full_run
+    text = (workdir / "summary.json").read_text()
+    assert Summary.from_json(summary.to_json()) == summary
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Summary.from_json(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="expected the fields"):
+        Summary.from_json('{"units": []}')
 
 
 @pytest.mark.parametrize(
@@ -237,48 +321,72 @@ def test_dataset_mode_cnn(bsds, tmp_path):
         (["--k=four"], "neither an integer nor 'elbow'"),
         (["--dataset=bsds300", "--data_dir=/nonexistent/jaxseg"], "does not exist"),
         (["--batch_size=0"], "batch_size must be >= 1"),
+        (["--pad_multiple=0"], "pad_multiple must be >= 1"),
+        (["--space=hsv"], "rgb|lab"),
+        (["--covariance_type=tied"], "full|diag|spherical"),
+        (["--cnn_optimizer=rmsprop"], "optimizer must be one of"),
+        (["--num_images=many"], "num_images"),
     ],
 )
 def test_cli_bad_flags_exit_with_one_line(flags, message, tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "experiments" / "run.py"),
-            *flags,
-            f"--output_dir={tmp_path}/out",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
-    assert result.returncode != 0
+    result = _cli(*flags, f"--output_dir={tmp_path}/out", cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("run.py: error:") and message in lines[0]
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_unwritable_output_dir(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    result = _cli("--method=kmeans", f"--output_dir={tmp_path}/file/out", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert (
+        lines[-1].startswith("run.py: error: cannot write to") and "Traceback" not in result.stderr
+    )
+
+
+def test_cli_help_is_grouped(tmp_path):
+    result = _cli("--help", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0 and result.stderr == ""
+    for group in ("data:", "methods:", "cnn:", "execution:", "output:", "distributed:"):
+        assert f"\n{group}\n" in result.stdout
+    for flag in ("--covariance_type", "--cnn_max_iter", "--cnn_preset", "--output_dir", "--k"):
+        assert f"  {flag}\n" in result.stdout
+    assert "<full|diag|spherical>" in result.stdout and "<paper|kim2020>" in result.stdout
+    report = _cli("--help", cwd=tmp_path, module="jaxseg.report", timeout=120)
+    assert report.returncode == 0 and "Warning" not in report.stderr + report.stdout
+
+
+def test_report_cli(full_run, tmp_path):
+    _, workdir, _ = full_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "summary.json").write_text((workdir / "summary.json").read_text())
+    result = _cli(str(copy), cwd=tmp_path, module="jaxseg.report", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (copy / "report.md").read_text() == (workdir / "report.md").read_text()
+    (copy / "summary.json").write_text((workdir / "summary.json").read_text()[:100])
+    result = _cli(str(copy), cwd=tmp_path, module="jaxseg.report", timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "error:" in lines[0]
+
+
 def test_cli_runs_a_folder(bsds, tmp_path):
     folder = bsds / "BSDS500" / "images" / "train"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "experiments" / "run.py"),
-            "--method=kmeans",
-            f"--dataset={folder}",
-            "--num_images=2",
-            "--elbow_k_max=4",
-            "--compilation_cache_dir=",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
+    flags = ["--method=kmeans", f"--dataset={folder}", "--num_images=2", "--k_max=4"]
+    result = _cli(*flags, "--compilation_cache_dir=", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "images/s" in result.stderr and "ETA" in result.stderr
     workdir = tmp_path / "runs" / "train-kmeans"
     assert sorted(_labels(workdir, "kmeans")) == ["100.png", "22090.png"]
     assert (workdir / "report.md").exists()
+
+
+def test_cli_every_image_failed_exits_nonzero(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    result = _cli("--method=kmeans", f"--dataset={folder}", "--output_dir=out", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "every image failed" in result.stderr

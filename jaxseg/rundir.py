@@ -1,0 +1,223 @@
+"""A run directory: its paths, atomic writes, the per-image records, and its lock.
+
+  labels/<unit>/<id>.png   label map, lossless single-channel integers (8-bit, or 16-bit above
+                           255 labels)
+  color/<unit>/<id>.png    each segment painted in its mean colour (derived from labels)
+  panels/<id>.png          image | every unit | the first annotation (derived from labels)
+  records/<unit>/<id>.json `Record`: written last, atomically; its presence marks the
+                           (image, unit) done
+  failed/<unit>/<id>.json  `Failure` of an (image, unit) that failed (retried on the next run)
+  config.json              the label settings; a rerun must keep them
+  metrics.csv, timings.csv, summary.json, report.md, summary.png   the summary of every
+                           record in the directory
+  .lock                    held (fcntl.flock) by the run writing into the directory
+
+Every file is written to `.<name>.<pid>.tmp` and renamed, so a kill leaves no partial file
+under its real name; `RunDir.lock` removes the temporaries a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["Failure", "Record", "RunDir", "mean_colour", "read_labels"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One (image, unit) done: what metrics.csv, timings.csv and the summary are built from.
+
+    Attributes:
+      image_id, index: the image and its index in the sorted dataset.
+      unit, method, k: the unit's name, its method and K candidate (None: the method picks
+        its own number of labels).
+      n_clusters: labels in the label map.
+      metrics: `metrics.image_metrics`, or None without ground truth.
+      region_stats: `metrics.region_stats_to_row` (runs with several K), else None.
+      seconds: the batch's wall time for the unit's stages divided by its images.
+      batch_size: images in that batch; compiled: whether a stage compiled in that call.
+    """
+
+    image_id: str
+    index: int
+    unit: str
+    method: str
+    k: int | str | None
+    n_clusters: int
+    metrics: dict[str, float] | None
+    region_stats: dict[str, Any] | None
+    seconds: float
+    batch_size: int
+    compiled: bool
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Record:
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(obj, dict) or set(obj) != names:
+            raise ValueError(f"not a record: keys {sorted(obj) if isinstance(obj, dict) else obj}")
+        return cls(**obj)
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """An (image, unit) that failed: the error in one line and its traceback."""
+
+    image_id: str
+    unit: str
+    error: str
+    traceback: list[str]
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """A label map written by the runner, as int32 [h, w]."""
+    with Image.open(path) as image:
+        return np.asarray(image).astype(np.int32)
+
+
+def mean_colour(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Every segment of `labels` painted in its mean colour: uint8 [h, w, 3]."""
+    flat = labels.reshape(-1)
+    counts = np.bincount(flat)
+    sums = np.stack([np.bincount(flat, image.reshape(-1, 3)[:, c]) for c in range(3)], axis=1)
+    colours = sums / np.maximum(counts, 1)[:, None]
+    return np.round(colours[flat]).astype(np.uint8).reshape(image.shape)
+
+
+class RunDir:
+    """Paths and atomic I/O of one run directory (see the module doc)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def record_path(self, unit: str, image_id: str) -> Path:
+        return self.root / "records" / unit / f"{image_id}.json"
+
+    def failure_path(self, unit: str, image_id: str) -> Path:
+        return self.root / "failed" / unit / f"{image_id}.json"
+
+    def labels_path(self, unit: str, image_id: str) -> Path:
+        return self.root / "labels" / unit / f"{image_id}.png"
+
+    def colour_path(self, unit: str, image_id: str) -> Path:
+        return self.root / "color" / unit / f"{image_id}.png"
+
+    def panel_path(self, image_id: str) -> Path:
+        return self.root / "panels" / f"{image_id}.png"
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, path: Path, write: Callable[[Path], Any]) -> None:
+        """Calls `write(tmp_path)`, then renames the temporary file to `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def write_text(self, path: Path, text: str) -> None:
+        self.write(path, lambda tmp: tmp.write_text(text))
+
+    def write_json(self, path: Path, obj) -> None:
+        self.write_text(path, json.dumps(obj, indent=1) + "\n")
+
+    def write_image(self, path: Path, image: Image.Image | np.ndarray) -> None:
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        self.write(path, lambda tmp: image.save(tmp, format="PNG"))
+
+    def write_labels(self, unit: str, image_id: str, labels: np.ndarray) -> None:
+        dtype = np.uint8 if labels.max(initial=0) < 256 else np.uint16
+        self.write_image(self.labels_path(unit, image_id), labels.astype(dtype))
+
+    def write_csv(self, path: Path, header: list[str], rows: list[list]) -> None:
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(header)
+                writer.writerows(rows)
+
+        self.write(path, write)
+
+    def write_record(self, record: Record) -> None:
+        self.write_json(self.record_path(record.unit, record.image_id), dataclasses.asdict(record))
+        self.failure_path(record.unit, record.image_id).unlink(missing_ok=True)
+
+    def write_failure(self, failure: Failure) -> None:
+        self.write_json(
+            self.failure_path(failure.unit, failure.image_id), dataclasses.asdict(failure)
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    def read_record(self, unit: str, image_id: str) -> Record | None:
+        """The record of (image, unit), or None when there is none or it is unreadable."""
+        return _read(self.record_path(unit, image_id), Record.from_json)
+
+    def records(self) -> list[Record]:
+        """Every readable record in the directory, sorted by (image index, unit)."""
+        found = [
+            _read(path, Record.from_json)
+            for path in sorted((self.root / "records").glob("*/*.json"))
+        ]
+        return sorted((r for r in found if r is not None), key=lambda r: (r.index, r.unit))
+
+    def failures(self) -> list[Failure]:
+        """Every failure not superseded by a record, sorted by (image, unit)."""
+        found = [
+            _read(path, lambda obj: Failure(**obj))
+            for path in sorted((self.root / "failed").glob("*/*.json"))
+        ]
+        return [
+            f for f in found if f is not None and not self.record_path(f.unit, f.image_id).exists()
+        ]
+
+    def read_json(self, path: Path):
+        return _read(path, lambda obj: obj)
+
+    # ------------------------------------------------------------------ lock
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds `<root>/.lock` for the duration; a second run into the directory is refused
+        with a ValueError (it does not wait), as is a directory that cannot be written.
+        Removes the temporaries a killed run left behind."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            f = open(self.root / ".lock", "a+")  # noqa: SIM115 - closed below
+        except OSError as error:
+            raise ValueError(f"cannot write to {self.root}: {error.strerror or error}") from None
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(
+                    f"another run is writing into {self.root} (it holds {self.root / '.lock'}); "
+                    "wait for it to finish or choose another output_dir"
+                ) from None
+            for tmp in self.root.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _read(path: Path, parse):
+    """parse(JSON of `path`), or None when it is missing or unreadable."""
+    try:
+        return parse(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
