@@ -1,7 +1,8 @@
 """The run report: the paper's Tables 7.1-7.4 beside ours, BSDS scores, its research questions.
 
 `write(run_dir, summary)` turns a run's `jaxseg.summary.Summary` into `report.md` (one function
-per section) and the bar chart `summary.png` (the paper's "graph below", drawn with Pillow).
+per section) and `summary.png`: the bar chart of the scores (the paper's "graph below", drawn with
+Pillow), or for a run without ground truth a contact sheet of segment borders.
 Rebuild them from a run directory's summary.json:
 
   python -m jaxseg.report RUN_DIR      (or the console script: jaxseg-report RUN_DIR)
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from jaxseg import visualize
 from jaxseg.rundir import RunDir
 from jaxseg.summary import ClusterTable, Summary, UnitSummary
 
@@ -28,7 +30,7 @@ __all__ = [
     "PAPER_TABLE_7_3",
     "PAPER_TABLE_7_4",
     "bar_chart",
-    "panel",
+    "contact_sheet",
     "main",
     "render",
     "write",
@@ -359,7 +361,8 @@ def render(summary: Summary) -> str:
 
 
 def bar_chart(summary: Summary) -> Image.Image:
-    """Bars per method: our paper score and Kim mIoU (all) beside the paper's Table 7.4."""
+    """Bars per method: our paper score and Kim mIoU (all) beside the paper's Table 7.4, titled
+    with the dataset and the number of scored images."""
     units = _primary(summary)
     methods = [m for m in units if units[m].mean]
     series = [
@@ -367,16 +370,21 @@ def bar_chart(summary: Summary) -> Image.Image:
         ("paper (Table 7.4)", (200, 120, 40), [PAPER_TABLE_7_4.get(m) for m in methods]),
         ("ours: Kim mIoU (all)", (90, 160, 90), [units[m].kim_miou.get("all") for m in methods]),
     ]
-    width, height, left, bottom, top = max(480, 110 * len(methods) + 80), 360, 50, 60, 40
+    scored = max(units[m].n_scored for m in methods)
+    split = f" {summary.dataset.split}" if summary.dataset.split else ""
+    title = f"Scores per method: {summary.dataset.name}{split}, {scored} images with ground truth"
+    width, height, left, bottom, top = max(520, 110 * len(methods) + 90), 380, 70, 60, 60
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
     plot_h = height - bottom - top
     axis_y = height - bottom
+    draw.text((left, 6), title, fill="black", font=font)
+    draw.text((6, top - 16), "score (0-1)", fill="black", font=font)
     for tick in np.linspace(0, 1, 6):
         y = axis_y - tick * plot_h
         draw.line([(left, y), (width - 10, y)], fill=(225, 225, 225))
-        draw.text((8, y - 6), f"{tick:.1f}", fill="black", font=font)
+        draw.text((left - 28, y - 6), f"{tick:.1f}", fill="black", font=font)
     group = (width - left - 10) / max(len(methods), 1)
     bar = group * 0.8 / len(series)
     for i, method in enumerate(methods):
@@ -389,43 +397,42 @@ def bar_chart(summary: Summary) -> Image.Image:
             draw.rectangle([x, axis_y - value * plot_h, x + bar - 2, axis_y], fill=colour)
             draw.text((x, axis_y - value * plot_h - 12), f"{value:.2f}", fill="black", font=font)
         draw.text((x0, axis_y + 6), method, fill="black", font=font)
+    draw.text((left, axis_y + 24), "method", fill="black", font=font)
     draw.line([(left, axis_y), (width - 10, axis_y)], fill="black")
     x = left
     for name, colour, _ in series:
-        draw.rectangle([x, 12, x + 12, 24], fill=colour)
-        draw.text((x + 16, 12), name, fill="black", font=font)
+        draw.rectangle([x, 26, x + 12, 38], fill=colour)
+        draw.text((x + 16, 26), name, fill="black", font=font)
         x += 24 + int(draw.textlength(name, font=font)) + 16
     return image
 
 
-def panel(tiles: Sequence[tuple[str, np.ndarray]], *, size: int = 240) -> Image.Image:
-    """Images side by side, each scaled to at most `size` pixels a side, captioned above."""
-    font = ImageFont.load_default()
-    scaled = []
-    for caption, array in tiles:
-        tile = Image.fromarray(np.asarray(array, dtype=np.uint8)).convert("RGB")
-        tile.thumbnail((size, size))
-        scaled.append((caption, tile))
-    caption_h, gap = 16, 4
-    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    slots = [max(t.width, int(draw.textlength(c, font=font)) + 4) for c, t in scaled]
-    width = sum(slots) + gap * (len(scaled) - 1)
-    height = caption_h + max(t.height for _, t in scaled)
-    out = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(out)
-    x = 0
-    for (caption, tile), slot in zip(scaled, slots, strict=True):
-        draw.text((x + 2, 2), caption, fill="black", font=font)
-        out.paste(tile, (x, caption_h))
-        x += slot + gap
-    return out
+def contact_sheet(run_dir: RunDir, summary: Summary, *, max_images: int = 12) -> Image.Image:
+    """For runs without ground truth: the first images' overlays (borders over the image) of
+    the first method, in rows of four, titled with what they show."""
+    unit = summary.units[0].name if summary.units else None
+    folder = run_dir.root / "overlays" / (unit or "")
+    paths = sorted(folder.glob("*.png"))[:max_images] if unit else []
+    if not paths:
+        return visualize.grid([("no segmentation finished yet", np.full((40, 240, 3), 255))])
+    tiles = []
+    for path in paths:
+        with Image.open(path) as picture:
+            tiles.append((path.stem, np.asarray(picture.convert("RGB"))))
+    title = (
+        f"{unit}: segment borders on {len(paths)} of {summary.dataset.n_images} images "
+        "(no ground truth, so no scores)"
+    )
+    return visualize.grid(tiles, columns=4, title=title)
 
 
 def write(run_dir: RunDir | str | os.PathLike, summary: Summary) -> None:
     """Writes `report.md` and `summary.png` into the run directory."""
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     run_dir.write_text(run_dir.root / "report.md", render(summary))
-    run_dir.write_image(run_dir.root / "summary.png", bar_chart(summary))
+    scored = any(unit.mean for unit in summary.units)
+    chart = bar_chart(summary) if scored else contact_sheet(run_dir, summary)
+    run_dir.write_image(run_dir.root / "summary.png", chart)
 
 
 def main(argv: Sequence[str]) -> int:

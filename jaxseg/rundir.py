@@ -3,6 +3,8 @@
   labels/<unit>/<id>.png   label map, lossless single-channel integers (8-bit, or 16-bit above
                            255 labels)
   color/<unit>/<id>.png    each segment painted in its mean colour (derived from labels)
+  segments/<unit>/<id>.png each segment in a colour of its own (derived from labels)
+  overlays/<unit>/<id>.png segment borders drawn over the image (derived from labels)
   panels/<id>.png          image | every unit | the first annotation (derived from labels)
   records/<unit>/<id>.json `Record`: written last, atomically; its presence marks the
                            (image, unit) done
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["Failure", "Record", "RunDir", "mean_colour", "read_labels"]
+__all__ = ["Failure", "Record", "RunDir", "read_labels"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,15 +87,6 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
         return np.asarray(image).astype(np.int32)
 
 
-def mean_colour(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Every segment of `labels` painted in its mean colour: uint8 [h, w, 3]."""
-    flat = labels.reshape(-1)
-    counts = np.bincount(flat)
-    sums = np.stack([np.bincount(flat, image.reshape(-1, 3)[:, c]) for c in range(3)], axis=1)
-    colours = sums / np.maximum(counts, 1)[:, None]
-    return np.round(colours[flat]).astype(np.uint8).reshape(image.shape)
-
-
 class RunDir:
     """Paths and atomic I/O of one run directory (see the module doc)."""
 
@@ -109,8 +102,9 @@ class RunDir:
     def labels_path(self, unit: str, image_id: str) -> Path:
         return self.root / "labels" / unit / f"{image_id}.png"
 
-    def colour_path(self, unit: str, image_id: str) -> Path:
-        return self.root / "color" / unit / f"{image_id}.png"
+    def picture_path(self, kind: str, unit: str, image_id: str) -> Path:
+        """`<kind>/<unit>/<id>.png`, kind one of `visualize.PICTURES`."""
+        return self.root / kind / unit / f"{image_id}.png"
 
     def panel_path(self, image_id: str) -> Path:
         return self.root / "panels" / f"{image_id}.png"

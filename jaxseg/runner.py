@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import cnn, data, distributed, metrics, pipeline, report
+from jaxseg import cnn, data, distributed, metrics, pipeline, report, visualize
 from jaxseg import config as config_lib
-from jaxseg.rundir import Failure, Record, RunDir, mean_colour, read_labels
+from jaxseg.rundir import Failure, Record, RunDir, read_labels
 from jaxseg.summary import Summary, build, metric_rows, order, timing_rows
 
 __all__ = ["Unit", "open_dataset", "run", "units"]
@@ -257,9 +257,8 @@ def _save(
     """Writes one (image, unit)'s label map, rendering and, last, its record."""
     sample = item.sample
     run_dir.write_labels(unit.name, sample.image_id, labels)
-    run_dir.write_image(
-        run_dir.colour_path(unit.name, sample.image_id), mean_colour(sample.image, labels)
-    )
+    for kind, picture in visualize.pictures(sample.image, labels).items():
+        run_dir.write_image(run_dir.picture_path(kind, unit.name, sample.image_id), picture)
     scores = stats = None
     if sample.ground_truth:
         scores = metrics.image_metrics(labels, sample.ground_truth)
@@ -285,22 +284,38 @@ def _save(
 def _draw(
     run_dir: RunDir, all_units: list[Unit], sample: data.Sample, *, only_missing: bool
 ) -> None:
-    """Draws the panel (image | each unit done | the first annotation) and any missing
-    rendering, from the label maps on disk."""
+    """Draws the panel (the image, then each finished unit's and the first annotation's
+    borders over it, captioned with their segment counts) and any missing picture, from the
+    label maps on disk."""
     image_id = sample.image_id
     tiles = [("image", sample.image)]
     for unit in all_units:
         path = run_dir.labels_path(unit.name, image_id)
         if not run_dir.record_path(unit.name, image_id).exists() or not path.exists():
             continue
-        colour = mean_colour(sample.image, read_labels(path))
-        if not run_dir.colour_path(unit.name, image_id).exists():
-            run_dir.write_image(run_dir.colour_path(unit.name, image_id), colour)
-        tiles.append((unit.name, colour))
+        labels = read_labels(path)
+        missing = [
+            kind
+            for kind in visualize.PICTURES
+            if not run_dir.picture_path(kind, unit.name, image_id).exists()
+        ]
+        if missing:
+            drawn = visualize.pictures(sample.image, labels)
+            for kind in missing:
+                run_dir.write_image(run_dir.picture_path(kind, unit.name, image_id), drawn[kind])
+        tiles.append(_panel_tile(sample.image, labels, unit.name))
     if sample.ground_truth:
-        tiles.append(("ground truth", mean_colour(sample.image, sample.ground_truth[0])))
+        caption = f"annotation 1 of {len(sample.ground_truth)}"
+        tiles.append(_panel_tile(sample.image, sample.ground_truth[0], caption))
     if len(tiles) > 1 and not (only_missing and run_dir.panel_path(image_id).exists()):
-        run_dir.write_image(run_dir.panel_path(image_id), report.panel(tiles))
+        panel = visualize.grid(tiles, title=f"image {image_id}: segment borders")
+        run_dir.write_image(run_dir.panel_path(image_id), panel)
+
+
+def _panel_tile(image: np.ndarray, labels: np.ndarray, name: str) -> tuple[str, np.ndarray]:
+    # Borders 2 px wide: panels shrink images to 240 px, which would blur 1 px lines away.
+    n = len(np.unique(labels))
+    return f"{name}: {n} labels", visualize.overlay(image, labels, width=2)
 
 
 class _Progress:
@@ -399,7 +414,9 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
         if todo:
             pending.append((i, todo))
         elif not run_dir.panel_path(image_id).exists() or any(
-            not run_dir.colour_path(u.name, image_id).exists() for u in all_units
+            not run_dir.picture_path(kind, u.name, image_id).exists()
+            for u in all_units
+            for kind in visualize.PICTURES
         ):
             repair.append(i)
     _log.info(

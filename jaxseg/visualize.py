@@ -2,11 +2,14 @@
 
 Host-side numpy and Pillow, uint8 RGB out:
 
+  mean_colour(image, labels)     each segment painted in its mean colour (the paper's figures)
   label_colours(labels)          each label its own colour (not its mean colour, so two
                                  neighbouring segments of similar colour stay apart)
   boundary_mask(labels)          pixels on a segment border (4-neighbourhood)
   overlay(image, labels)         segment borders drawn over the image
   grid(tiles, columns=...)       captioned thumbnails in rows: panels and contact sheets
+  pictures(image, labels)        all three renderings by folder name (`PICTURES`), as the runner
+                                 writes them
 
 Label maps are 0-based integers `[h, w]` as jaxseg returns them (or official 1-based labels;
 only equality matters). Bad input raises `ValueError`.
@@ -19,10 +22,23 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["BOUNDARY_COLOUR", "boundary_mask", "grid", "label_colours", "overlay", "palette"]
+__all__ = [
+    "BOUNDARY_COLOUR",
+    "PICTURES",
+    "boundary_mask",
+    "grid",
+    "label_colours",
+    "mean_colour",
+    "overlay",
+    "palette",
+    "pictures",
+]
 
 # Pure red-magenta: rare in natural images, visible on both dark and bright regions.
 BOUNDARY_COLOUR = (255, 0, 200)
+
+# The runner's picture folders, one rendering each (labels/ holds the integer maps themselves).
+PICTURES = ("color", "segments", "overlays")
 
 _GOLDEN = 0.618033988749895  # hue step: consecutive labels land far apart on the colour wheel
 
@@ -62,6 +78,31 @@ def palette(n: int) -> np.ndarray:
     )
     rgb = table[sector, i]
     return np.round(rgb * 255).astype(np.uint8)
+
+
+def mean_colour(image, labels) -> np.ndarray:
+    """Every segment of `labels` painted in its mean colour: uint8 `[h, w, 3]` (image uint8)."""
+    labels = _check_labels(labels)
+    image = np.asarray(image)
+    if image.shape != (*labels.shape, 3):
+        raise ValueError(
+            f"image must be [h, w, 3] of labels' size {labels.shape}, got {image.shape}"
+        )
+    _, flat = np.unique(labels, return_inverse=True)
+    flat = flat.reshape(-1)
+    counts = np.bincount(flat)
+    sums = np.stack([np.bincount(flat, image.reshape(-1, 3)[:, c]) for c in range(3)], axis=1)
+    return np.round(sums / counts[:, None])[flat].astype(np.uint8).reshape(image.shape)
+
+
+def pictures(image, labels) -> dict[str, np.ndarray]:
+    """`{folder: uint8 [h, w, 3]}` for every folder of `PICTURES`: mean colours, distinct
+    colours, and borders over the image."""
+    return {
+        "color": mean_colour(image, labels),
+        "segments": label_colours(labels),
+        "overlays": overlay(image, labels),
+    }
 
 
 def label_colours(labels) -> np.ndarray:

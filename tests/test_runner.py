@@ -14,7 +14,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from jaxseg import cnn, config, metrics, pipeline, rundir, runner
+from jaxseg import cnn, config, metrics, pipeline, report, rundir, runner, visualize
 from jaxseg.summary import Summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +133,12 @@ def test_outputs(full_run):
             assert labels.shape == IMAGES[image_id][1:]
             with Image.open(workdir / "labels" / unit / f"{image_id}.png") as png:
                 assert png.mode in ("L", "I;16")  # single-channel integer labels
-            assert (workdir / "color" / unit / f"{image_id}.png").exists()
+            for kind in ("color", "segments", "overlays"):
+                with Image.open(workdir / kind / unit / f"{image_id}.png") as picture:
+                    assert picture.mode == "RGB" and picture.size == (png.width, png.height)
+        overlay = np.asarray(Image.open(workdir / "overlays" / unit / "3096.png"))
+        borders = (overlay == np.asarray(visualize.BOUNDARY_COLOUR, np.uint8)).all(-1)
+        assert borders.any() and not borders.all()  # three regions: borders, not everywhere
     assert Image.open(workdir / "panels" / "22090.png").width > 7 * 16
     assert summary == Summary.from_json((workdir / "summary.json").read_text())
     assert summary.failures == [] and summary.metrics_skipped is None
@@ -203,10 +208,12 @@ def test_resume_repairs_and_cleans(bsds, tmp_path):
     stray.write_bytes(b"partial")
     (tmp_path / "panels" / "100.png").unlink()
     (tmp_path / "color" / "kmeans" / "100.png").unlink()
+    (tmp_path / "overlays" / "kmeans" / "100.png").unlink()
     second = runner.run(cfg, tmp_path)
     assert records[1].exists() and not stray.exists()
     assert (tmp_path / "panels" / "100.png").exists()
     assert (tmp_path / "color" / "kmeans" / "100.png").exists()
+    assert (tmp_path / "overlays" / "kmeans" / "100.png").exists()
     for path in (records[0], records[2]):
         assert path.stat().st_mtime_ns == mtimes[path]
     assert [u.mean for u in first.units] == [u.mean for u in second.units]
@@ -257,6 +264,10 @@ def test_split_without_ground_truth(bsds, tmp_path):
     ]
     assert list(rows[0]) == ["image_id", "method", "k", "n_clusters"]
     assert "Metrics skipped" in (tmp_path / "report.md").read_text()
+    # No scores to chart: summary.png is the contact sheet of the overlays instead.
+    sheet = np.asarray(report.contact_sheet(rundir.RunDir(tmp_path), summary))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "summary.png")), sheet)
+    assert len(summary.units) == 2 and (tmp_path / "overlays" / "kmeans" / "5000.png").exists()
 
 
 def test_failing_image_is_logged_and_skipped(bsds, tmp_path):
