@@ -237,7 +237,8 @@ def boundary_cues(
         raise ValueError(f"gain must be finite and > 0, got {gain}")
     if min(colour_weight, texture_weight) < 0 or colour_weight + texture_weight <= 0:
         raise ValueError(
-            f"weights must be >= 0, not both 0; got colour {colour_weight}, texture {texture_weight}"
+            f"weights must be >= 0, not both 0; got colour {colour_weight}, "
+            f"texture {texture_weight}"
         )
     return _boundary_cues(
         image,
