@@ -39,7 +39,10 @@ class BoundaryCues(NamedTuple):
     """Local boundary cues of an `[h, w, 3]` image (o orientations).
 
     Attributes:
-      strength: `[h, w]` float32 boundary strength in [0, 1).
+      strength: `[h, w]` float32 boundary strength in [0, 1), the maximum of `oriented` over
+        orientations.
+      oriented: `[o, h, w]` float32 boundary strength across the line at angle pi * i / o
+        (i = 0: a horizontal line, i = o / 2: a vertical one), in [0, 1).
       orientation: `[h, w]` float32 angle in [0, pi) of the strongest oriented gradient (the
         direction across which the halves differ most is its normal).
       colour: `[o, h, w]` float32 colour gradient per orientation, averaged over scales.
@@ -49,6 +52,7 @@ class BoundaryCues(NamedTuple):
     """
 
     strength: jax.Array
+    oriented: jax.Array
     orientation: jax.Array
     colour: jax.Array
     texture: jax.Array
@@ -184,10 +188,10 @@ def _boundary_cues(
         hist = _correlate(texton_spectra, kernels(radius), shape, h, w, pad)  # [k, o + 1, h, w]
         mean = jnp.maximum(hist[:, -1:], _EPS)
         texture += 0.25 * jnp.sum(hist[:, :-1] ** 2 / mean, axis=0) / len(texture_radii)
-    oriented = colour_weight * colour + texture_weight * texture
-    strength = 1.0 - jnp.exp(-jnp.max(oriented, axis=0) / gain)
+    oriented = 1.0 - jnp.exp(-(colour_weight * colour + texture_weight * texture) / gain)
+    strength = jnp.max(oriented, axis=0)
     orientation = jnp.pi * jnp.argmax(oriented, axis=0).astype(jnp.float32) / n_orientations
-    return BoundaryCues(strength, orientation, colour, texture, textons.astype(jnp.int32))
+    return BoundaryCues(strength, oriented, orientation, colour, texture, textons.astype(jnp.int32))
 
 
 def boundary_cues(

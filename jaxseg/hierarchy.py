@@ -27,8 +27,11 @@ statistics are gathered with vectorised NumPy.
 import heapq
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
+from jax import lax
 
 from jaxseg import edges, features, metrics
 
@@ -58,15 +61,59 @@ class Hierarchy(NamedTuple):
     n_regions: int
 
 
-def _check_strength(strength) -> np.ndarray:
+def _check_strength(strength, *, oriented: bool = False) -> np.ndarray:
     strength = np.asarray(strength, dtype=np.float64)
-    if strength.ndim != 2 or strength.size == 0:
-        raise ValueError(f"strength must be a non-empty [h, w] map, got shape {strength.shape}")
+    shapes = "[h, w] or [o, h, w]" if oriented else "[h, w]"
+    if strength.ndim not in ((2, 3) if oriented else (2,)) or strength.size == 0:
+        raise ValueError(f"strength must be a non-empty {shapes} map, got shape {strength.shape}")
     if not np.isfinite(strength).all():
         raise ValueError("strength contains NaN or inf")
     if strength.min() < 0 or strength.max() > 1:
         raise ValueError(f"strength must lie in [0, 1], got [{strength.min()}, {strength.max()}]")
     return strength
+
+
+_LEVELS = 1024  # watershed quantisation of the boundary map
+_LENGTH = 1 << 20  # path costs are level * _LENGTH + path length (int32, no overflow)
+_NONE = np.int32(np.iinfo(np.int32).max)
+
+
+class _State(NamedTuple):
+    cost: jax.Array  # [h, w] int32 best path cost found so far (_NONE: unreached)
+    labels: jax.Array  # [h, w] int32 marker the best path starts at (0: unreached)
+    changed: jax.Array  # [] bool, whether the last sweep improved any pixel
+
+
+@jax.jit
+def _watershed(levels: jax.Array, markers: jax.Array) -> jax.Array:
+    """Marker watershed as an image foresting transform on 4-neighbours: every pixel joins the
+    marker of the path of lowest (highest level on the path, then path length), so plateaus
+    split between the nearest markers. Relaxed in sweeps until no cost improves."""
+
+    def shifted(x, fill):
+        pad = lambda widths: jnp.pad(x, widths, constant_values=fill)  # noqa: E731
+        return (
+            pad(((1, 0), (0, 0)))[:-1],
+            pad(((0, 1), (0, 0)))[1:],
+            pad(((0, 0), (1, 0)))[:, :-1],
+            pad(((0, 0), (0, 1)))[:, 1:],
+        )
+
+    def body(state: _State) -> _State:
+        cost, labels = state.cost, state.labels
+        for near_cost, near_label in zip(
+            shifted(state.cost, _NONE), shifted(state.labels, 0), strict=True
+        ):
+            height = jnp.maximum(near_cost // _LENGTH, levels)
+            length = jnp.minimum(near_cost % _LENGTH + 1, _LENGTH - 1)
+            candidate = jnp.where(near_cost == _NONE, _NONE, height * _LENGTH + length)
+            better = candidate < cost
+            cost = jnp.where(better, candidate, cost)
+            labels = jnp.where(better, near_label, labels)
+        return _State(cost, labels, jnp.any(cost != state.cost))
+
+    start = _State(jnp.where(markers > 0, levels * _LENGTH, _NONE), markers, jnp.asarray(True))
+    return lax.while_loop(lambda state: state.changed, body, start).labels
 
 
 def oversegment(strength, *, sigma: float = 1.0) -> np.ndarray:
@@ -84,11 +131,12 @@ def oversegment(strength, *, sigma: float = 1.0) -> np.ndarray:
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
     smooth = scipy.ndimage.gaussian_filter(strength, sigma) if sigma > 0 else strength
-    levels = np.round(smooth / max(smooth.max(), 1e-12) * 65535).astype(np.uint16)
+    levels = np.round(smooth / max(smooth.max(), 1e-12) * (_LEVELS - 1)).astype(np.int32)
     minima = levels == scipy.ndimage.minimum_filter(levels, size=3, mode="nearest")
     markers, _ = scipy.ndimage.label(minima)
-    basins = scipy.ndimage.watershed_ift(levels, markers.astype(np.int32))
-    # Basins grow over 4-neighbours from 4-connected markers; relabelling makes them 0..n-1.
+    # scipy.ndimage.watershed_ift lets labels leak across ridges (it labels both sides of a
+    # 0/255 step from one marker), hence the own transform.
+    basins = np.asarray(_watershed(jnp.asarray(levels), jnp.asarray(markers, jnp.int32)))
     return metrics.connected_segments(basins)[0]
 
 
@@ -101,27 +149,61 @@ class _Graph(NamedTuple):
     pair_index: tuple[np.ndarray, np.ndarray]  # border of each horizontal / vertical pixel pair
 
 
-def _adjacency(labels: np.ndarray, n: int, strength: np.ndarray) -> _Graph:
+def _adjacency(labels: np.ndarray, n: int, oriented: np.ndarray) -> _Graph:
+    """Borders of `labels` and their summed strength; `oriented` is `[o, h, w]`.
+
+    Every border is scored with the strength across its own orientation (that of the principal
+    axis of its pixel-pair midpoints, each pair's border a unit segment), as gPb's oriented
+    watershed transform does: a border that only runs into a strong edge at right angles does
+    not inherit its strength.
+    """
+    n_orientations, h, w = oriented.shape
+    rows, cols = np.mgrid[:h, :w]
+    # Horizontal pixel pairs are split by a vertical unit segment, vertical pairs by a
+    # horizontal one: (first pixel, second pixel, midpoint x, midpoint y, segment axis).
     steps = (
-        (labels[:, :-1], labels[:, 1:], np.maximum(strength[:, :-1], strength[:, 1:])),
-        (labels[:-1, :], labels[1:, :], np.maximum(strength[:-1, :], strength[1:, :])),
+        ((rows[:, :-1], cols[:, :-1]), (rows[:, 1:], cols[:, 1:]), 0.5, 0.0, "y"),
+        ((rows[:-1, :], cols[:-1, :]), (rows[1:, :], cols[1:, :]), 0.0, 0.5, "x"),
     )
-    codes = [np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b) for a, b, _ in steps]
-    # Pairs within one region get code lo * n + lo, which no border has; they are dropped below.
+    codes, xs, ys, segment_x = [], [], [], []
+    for first, second, dx, dy, axis in steps:
+        a, b = labels[first], labels[second]
+        # Pairs within one region get code lo * n + lo, which no border has; dropped below.
+        codes.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
+        xs.append((first[1] + dx).ravel())
+        ys.append((first[0] + dy).ravel())
+        segment_x.append(np.full(a.size, axis == "x"))
     flat = np.concatenate([c.ravel() for c in codes])
-    values = np.concatenate([s.ravel() for _, _, s in steps])
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    along_x = np.concatenate(segment_x)
     unique, inverse = np.unique(flat, return_inverse=True)
     lo, hi = np.divmod(unique, n)
     border = lo != hi
+    counts = np.bincount(inverse, minlength=unique.size).astype(np.float64)
+
+    def mean(values):
+        return np.bincount(inverse, values, minlength=unique.size) / np.maximum(counts, 1)
+
+    mx, my = mean(x), mean(y)
+    cxx = mean(x * x + along_x / 12.0) - mx**2  # a unit segment has variance 1/12
+    cyy = mean(y * y + ~along_x / 12.0) - my**2
+    cxy = mean(x * y) - mx * my
+    angle = np.mod(0.5 * np.arctan2(2 * cxy, cxx - cyy), np.pi)
+    orientation = np.round(angle / (np.pi / n_orientations)).astype(np.int64) % n_orientations
+    k = orientation[inverse]
+    first_r = np.concatenate([f[0].ravel() for f, *_ in steps])
+    first_c = np.concatenate([f[1].ravel() for f, *_ in steps])
+    second_r = np.concatenate([s[0].ravel() for _, s, *_ in steps])
+    second_c = np.concatenate([s[1].ravel() for _, s, *_ in steps])
+    values = np.maximum(oriented[k, first_r, first_c], oriented[k, second_r, second_c])
     sums = np.bincount(inverse, values, minlength=unique.size)
-    counts = np.bincount(inverse, minlength=unique.size)
     # Border index of every pixel pair (-1 inside a region).
     index = np.where(border, np.cumsum(border) - 1, -1)[inverse]
     split = codes[0].size
     return _Graph(
         pairs=np.stack([lo[border], hi[border]], axis=1),
         strength_sum=sums[border],
-        length=counts[border].astype(np.float64),
+        length=counts[border],
         pair_index=(index[:split].reshape(codes[0].shape), index[split:].reshape(codes[1].shape)),
     )
 
@@ -228,7 +310,9 @@ def ucm_from_regions(
     Args:
       regions: `[h, w]` non-negative integer map whose labels are 4-connected regions (use
         `hierarchy_from_labels` for any label map).
-      strength: `[h, w]` boundary strength in [0, 1].
+      strength: `[h, w]` boundary strength in [0, 1], or `[o, h, w]` the strength across
+        lines at angles pi * i / o (`edges.BoundaryCues.oriented`): each border is then scored
+        across its own orientation.
       region_features: optional `[h, w, d]` finite per-pixel features (e.g. Lab / 100) whose
         region means' distance enters the cost with `feature_weight`.
       feature_weight: weight (>= 0) of the feature distance.
@@ -240,9 +324,10 @@ def ucm_from_regions(
     Returns:
       float64 `ucm2` `[2h + 1, 2w + 1]` in [0, 1).
     """
-    strength = _check_strength(strength)
+    strength = _check_strength(strength, oriented=True)
+    oriented = strength if strength.ndim == 3 else strength[None]
     regions = metrics._check_label_map(regions, "regions")
-    if regions.shape != strength.shape:
+    if regions.shape != oriented.shape[1:]:
         raise ValueError(f"regions {regions.shape} and strength {strength.shape} differ in shape")
     for name, value in (("feature_weight", feature_weight), ("size_power", size_power)):
         if not (np.isfinite(value) and value >= 0):
@@ -268,7 +353,7 @@ def ucm_from_regions(
     sums = np.zeros((n, region_features.shape[-1]))
     for i in range(sums.shape[1]):
         sums[:, i] = np.bincount(flat, region_features[..., i].ravel(), minlength=n)
-    graph = _adjacency(regions, n, strength)
+    graph = _adjacency(regions, n, oriented)
     levels = _merge_levels(
         graph,
         sizes,
@@ -338,7 +423,7 @@ def hierarchical_segmentation(
     lab = np.asarray(features.colour_features(rgb.reshape(h * w, 3), space="lab")).reshape(h, w, 3)
     ucm2 = ucm_from_regions(
         regions,
-        strength,
+        np.asarray(cues.oriented),
         lab,
         feature_weight=feature_weight,
         size_scale=size_scale,
