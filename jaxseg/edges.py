@@ -163,7 +163,8 @@ def _boundary_cues(
     responses = _correlate(
         jnp.fft.rfft2(light), _kernel_spectra(bank, bank_shape), bank_shape, h, w, bank_pad
     )[0]
-    responses = responses.reshape(bank.shape[0], h * w).T
+    # FFT round-off (~1e-6) would split a flat image into textons; 1e-4 is far below texture.
+    responses = jnp.round(responses.reshape(bank.shape[0], h * w).T * 1e4) / 1e4
     fit = kmeans.fit(responses, n_textons, key, max_iter=30, tol=1e-3)
     textons = fit.labels.reshape(h, w)
     one_hot = jax.nn.one_hot(textons, n_textons, dtype=jnp.float32)
@@ -203,7 +204,7 @@ def boundary_cues(
     n_orientations: int = 8,
     n_textons: int = 16,
     colour_weight: float = 1.0,
-    texture_weight: float = 1.0,
+    texture_weight: float = 0.25,
     gain: float = 0.25,
 ) -> BoundaryCues:
     """Local boundary strength of an RGB image from oriented colour and texture gradients.

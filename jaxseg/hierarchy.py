@@ -25,6 +25,7 @@ statistics are gathered with vectorised NumPy.
 """
 
 import heapq
+import math
 from typing import NamedTuple
 
 import jax
@@ -73,8 +74,8 @@ def _check_strength(strength, *, oriented: bool = False) -> np.ndarray:
     return strength
 
 
-_LEVELS = 1024  # watershed quantisation of the boundary map
-_LENGTH = 1 << 20  # path costs are level * _LENGTH + path length (int32, no overflow)
+_LEVELS = 4096  # watershed quantisation of the boundary map
+_LENGTH = 1 << 19  # path costs are level * _LENGTH + path length (int32, no overflow)
 _NONE = np.int32(np.iinfo(np.int32).max)
 
 
@@ -116,7 +117,7 @@ def _watershed(levels: jax.Array, markers: jax.Array) -> jax.Array:
     return lax.while_loop(lambda state: state.changed, body, start).labels
 
 
-def oversegment(strength, *, sigma: float = 1.0) -> np.ndarray:
+def oversegment(strength, *, sigma: float = 2.0) -> np.ndarray:
     """Watershed basins of a boundary map: the finest regions of a hierarchy.
 
     Args:
@@ -131,7 +132,8 @@ def oversegment(strength, *, sigma: float = 1.0) -> np.ndarray:
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}")
     smooth = scipy.ndimage.gaussian_filter(strength, sigma) if sigma > 0 else strength
-    levels = np.round(smooth / max(smooth.max(), 1e-12) * (_LEVELS - 1)).astype(np.int32)
+    # Absolute levels: a flat map (a one-colour image) is one basin, not amplified noise.
+    levels = np.round(smooth * (_LEVELS - 1)).astype(np.int32)
     minima = levels == scipy.ndimage.minimum_filter(levels, size=3, mode="nearest")
     markers, _ = scipy.ndimage.label(minima)
     # scipy.ndimage.watershed_ift lets labels leak across ridges (it labels both sides of a
@@ -158,53 +160,51 @@ def _adjacency(labels: np.ndarray, n: int, oriented: np.ndarray) -> _Graph:
     not inherit its strength.
     """
     n_orientations, h, w = oriented.shape
-    rows, cols = np.mgrid[:h, :w]
     # Horizontal pixel pairs are split by a vertical unit segment, vertical pairs by a
-    # horizontal one: (first pixel, second pixel, midpoint x, midpoint y, segment axis).
-    steps = (
-        ((rows[:, :-1], cols[:, :-1]), (rows[:, 1:], cols[:, 1:]), 0.5, 0.0, "y"),
-        ((rows[:-1, :], cols[:-1, :]), (rows[1:, :], cols[1:, :]), 0.0, 0.5, "x"),
-    )
-    codes, xs, ys, segment_x = [], [], [], []
-    for first, second, dx, dy, axis in steps:
-        a, b = labels[first], labels[second]
-        # Pairs within one region get code lo * n + lo, which no border has; dropped below.
-        codes.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
-        xs.append((first[1] + dx).ravel())
-        ys.append((first[0] + dy).ravel())
-        segment_x.append(np.full(a.size, axis == "x"))
-    flat = np.concatenate([c.ravel() for c in codes])
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    along_x = np.concatenate(segment_x)
-    unique, inverse = np.unique(flat, return_inverse=True)
-    lo, hi = np.divmod(unique, n)
-    border = lo != hi
+    # horizontal one. Only pairs across a border are kept: (row, col) of their first pixel,
+    # the step to the second, and their border code lo * n + hi.
+    rows, cols, codes, steps = [], [], [], ((0, 1), (1, 0))
+    pair_masks = []
+    for dr, dc in steps:
+        a, b = labels[: h - dr, : w - dc], labels[dr:, dc:]
+        across = a != b
+        r, c = np.nonzero(across)
+        lo, hi = np.minimum(a[across], b[across]), np.maximum(a[across], b[across])
+        rows.append(r)
+        cols.append(c)
+        codes.append(lo.astype(np.int64) * n + hi)
+        pair_masks.append(across)
+    unique, inverse = np.unique(np.concatenate(codes), return_inverse=True)
     counts = np.bincount(inverse, minlength=unique.size).astype(np.float64)
+    split = codes[0].size
+    vertical_pair = np.arange(inverse.size) >= split  # its border segment runs along x
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    x = c + np.where(vertical_pair, 0.0, 0.5)  # segment midpoints
+    y = r + np.where(vertical_pair, 0.5, 0.0)
 
     def mean(values):
-        return np.bincount(inverse, values, minlength=unique.size) / np.maximum(counts, 1)
+        return np.bincount(inverse, values, minlength=unique.size) / counts
 
     mx, my = mean(x), mean(y)
-    cxx = mean(x * x + along_x / 12.0) - mx**2  # a unit segment has variance 1/12
-    cyy = mean(y * y + ~along_x / 12.0) - my**2
+    cxx = mean(x * x + vertical_pair / 12.0) - mx**2  # a unit segment has variance 1/12
+    cyy = mean(y * y + ~vertical_pair / 12.0) - my**2
     cxy = mean(x * y) - mx * my
     angle = np.mod(0.5 * np.arctan2(2 * cxy, cxx - cyy), np.pi)
     orientation = np.round(angle / (np.pi / n_orientations)).astype(np.int64) % n_orientations
     k = orientation[inverse]
-    first_r = np.concatenate([f[0].ravel() for f, *_ in steps])
-    first_c = np.concatenate([f[1].ravel() for f, *_ in steps])
-    second_r = np.concatenate([s[0].ravel() for _, s, *_ in steps])
-    second_c = np.concatenate([s[1].ravel() for _, s, *_ in steps])
-    values = np.maximum(oriented[k, first_r, first_c], oriented[k, second_r, second_c])
-    sums = np.bincount(inverse, values, minlength=unique.size)
+    r2, c2 = r + vertical_pair, c + ~vertical_pair
+    values = np.maximum(oriented[k, r, c], oriented[k, r2, c2])
     # Border index of every pixel pair (-1 inside a region).
-    index = np.where(border, np.cumsum(border) - 1, -1)[inverse]
-    split = codes[0].size
+    pair_index = []
+    for i, across in enumerate(pair_masks):
+        index = np.full(across.shape, -1, np.int64)
+        index[across] = inverse[:split] if i == 0 else inverse[split:]
+        pair_index.append(index)
     return _Graph(
-        pairs=np.stack([lo[border], hi[border]], axis=1),
-        strength_sum=sums[border],
-        length=counts[border],
-        pair_index=(index[:split].reshape(codes[0].shape), index[split:].reshape(codes[1].shape)),
+        pairs=np.stack(np.divmod(unique, n), axis=1),
+        strength_sum=np.bincount(inverse, values, minlength=unique.size),
+        length=counts,
+        pair_index=tuple(pair_index),
     )
 
 
@@ -220,14 +220,15 @@ def _merge_levels(
     """Level `[e]` at which the two regions of every border join (greedy merging)."""
     n_borders = graph.pairs.shape[0]
     level_of = np.zeros(n_borders)
-    sizes = sizes.astype(np.float64).copy()
-    feature_sums = feature_sums.astype(np.float64).copy()
-    ssum = graph.strength_sum.astype(np.float64).copy()
-    length = graph.length.copy()
+    # Plain Python lists: the loop touches single entries, where NumPy's overhead dominates.
+    sizes = sizes.astype(np.float64).tolist()
+    feature_sums = feature_sums.astype(np.float64).tolist()
+    ssum = graph.strength_sum.astype(np.float64).tolist()
+    length = graph.length.astype(np.float64).tolist()
     ends = graph.pairs.tolist()
     members = [[e] for e in range(n_borders)]  # original borders pooled into each border
     stamp = [0] * n_borders  # heap entries of a border are valid while they carry its stamp
-    neighbours: list[dict[int, int]] = [{} for _ in range(sizes.size)]
+    neighbours: list[dict[int, int]] = [{} for _ in range(len(sizes))]
     for e, (a, b) in enumerate(ends):
         neighbours[a][b] = e
         neighbours[b][a] = e
@@ -236,8 +237,11 @@ def _merge_levels(
         a, b = ends[e]
         value = ssum[e] / length[e]
         if feature_weight:
-            difference = feature_sums[a] / sizes[a] - feature_sums[b] / sizes[b]
-            value *= 1.0 + feature_weight * float(np.sqrt(difference @ difference))
+            size_a, size_b = sizes[a], sizes[b]
+            distance = math.dist(
+                [x / size_a for x in feature_sums[a]], [x / size_b for x in feature_sums[b]]
+            )
+            value *= 1.0 + feature_weight * distance
         if size_power:
             value *= min(1.0, min(sizes[a], sizes[b]) / size_scale) ** size_power
         return value
@@ -272,7 +276,7 @@ def _merge_levels(
                 stamp[f] = -1
         neighbours[b] = {}
         sizes[a] += sizes[b]
-        feature_sums[a] += feature_sums[b]
+        feature_sums[a] = [x + y for x, y in zip(feature_sums[a], feature_sums[b], strict=True)]
         for f in neighbours[a].values():
             stamp[f] += 1
             heapq.heappush(heap, (cost(f), stamp[f], f))
@@ -300,9 +304,9 @@ def ucm_from_regions(
     strength,
     region_features=None,
     *,
-    feature_weight: float = 0.0,
-    size_scale: float = 0.001,
-    size_power: float = 0.0,
+    feature_weight: float = 4.0,
+    size_scale: float = 0.005,
+    size_power: float = 1.0,
     level_scale: float = 1.0,
 ) -> np.ndarray:
     """Ultrametric contour map of greedy merging of `regions` (see the module docstring).
@@ -395,10 +399,10 @@ def hierarchical_segmentation(
     image,
     key,
     *,
-    sigma: float = 1.0,
-    feature_weight: float = 0.0,
-    size_scale: float = 0.001,
-    size_power: float = 0.0,
+    sigma: float = 2.0,
+    feature_weight: float = 4.0,
+    size_scale: float = 0.005,
+    size_power: float = 1.0,
     level_scale: float = 1.0,
     **cue_options,
 ) -> Hierarchy:
