@@ -401,6 +401,7 @@ def hierarchical_segmentation(
     *,
     sigma: float = 2.0,
     feature_weight: float = 4.0,
+    texton_weight: float = 0.5,
     size_scale: float = 0.005,
     size_power: float = 1.0,
     level_scale: float = 1.0,
@@ -413,7 +414,8 @@ def hierarchical_segmentation(
       key: PRNG key of the texton K-means.
       sigma: smoothing of the watershed (`oversegment`).
       feature_weight, size_scale, size_power, level_scale: merging (`ucm_from_regions`); the
-        features are the pixels' Lab / 100.
+        features are the pixels' Lab / 100 and their one-hot textons times `texton_weight`,
+        so a region's mean is its mean colour and its texton histogram.
       **cue_options: passed to `edges.boundary_cues`.
 
     Returns:
@@ -425,10 +427,14 @@ def hierarchical_segmentation(
     rgb = features._check_rgb(image, rank=3)
     h, w, _ = rgb.shape
     lab = np.asarray(features.colour_features(rgb.reshape(h * w, 3), space="lab")).reshape(h, w, 3)
+    if not (np.isfinite(texton_weight) and texton_weight >= 0):
+        raise ValueError(f"texton_weight must be finite and >= 0, got {texton_weight}")
+    textons = np.asarray(cues.textons)
+    one_hot = np.eye(int(textons.max()) + 1)[textons] * texton_weight
     ucm2 = ucm_from_regions(
         regions,
         np.asarray(cues.oriented),
-        lab,
+        np.concatenate([lab, one_hot], axis=-1),
         feature_weight=feature_weight,
         size_scale=size_scale,
         size_power=size_power,
