@@ -12,10 +12,15 @@ through the pixel at angle theta, and each cue compares the two halves:
     difference and mean, chi2 = 1/2 sum_k (H1 - H2)^2 / (H1 + H2) = 1/4 sum_k D_k^2 / S_k, so it
     takes one convolution per orientation plus one for the disc, per texton.
 
-All convolutions are products of FFTs of the symmetrically padded maps (half-disc kernels up to
-33 x 33 are cheaper so than by `lax.conv` on CPU). The oriented gradients are averaged over
-scales and cues (weights `colour_weight`, `texture_weight`), the strength is their maximum over
-orientations, squashed to [0, 1) by `1 - exp(-g / gain)`.
+All convolutions are products of FFTs of the symmetrically padded maps (the half-disc kernels
+are up to 49 x 49). The oriented gradients are averaged over scales, weighted
+(`colour_weight`, `texture_weight`), summed and squashed to [0, 1) by `1 - exp(-g / gain)`;
+the strength is the maximum over orientations.
+
+Nothing is learned from human boundaries. The weights were chosen by the region benchmark of
+the hierarchy built on these cues (`jaxseg.hierarchy`) on 20 BSDS500 train images: texture
+weight 1 -> 0.5 -> 0.25 raised covering ODS 0.51 -> 0.52 -> 0.56 (the chi-squared distance of
+small texton histograms is noisy, so texture starts at radius 8), gain 0.25 beat 0.12 and 0.5.
 
 Everything is a pure function of the image and a PRNG key (for the texton K-means); `jax.vmap`
 it over a batch of equal-size images.

@@ -114,12 +114,18 @@ def test_ucm2_works_with_the_official_region_benchmark(nested):
     assert bench.ois_pri > 0.9
 
 
-def test_hierarchy_from_labels_starts_from_the_segments():
+@pytest.mark.parametrize("count_weight", [0.0, 0.5, 1.0])
+def test_hierarchy_from_labels_starts_from_the_segments(count_weight):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, size=(16, 20))
     strength = rng.uniform(size=(16, 20))
     ucm2 = hierarchy.hierarchy_from_labels(
-        labels, strength, rng.uniform(size=(16, 20, 3)), feature_weight=1.0, size_power=0.5
+        labels,
+        strength,
+        rng.uniform(size=(16, 20, 3)),
+        feature_weight=1.0,
+        size_power=0.5,
+        count_weight=count_weight,
     )
     _check_ucm2(ucm2, labels.shape)
     _check_ultrametric(ucm2)
@@ -186,6 +192,8 @@ def test_bad_options_and_thresholds_are_rejected():
     regions, strength = np.zeros((4, 5), int), np.zeros((4, 5))
     with pytest.raises(ValueError, match="level_scale"):
         hierarchy.ucm_from_regions(regions, strength, level_scale=0)
+    with pytest.raises(ValueError, match="count_weight"):
+        hierarchy.ucm_from_regions(regions, strength, count_weight=1.5)
     with pytest.raises(ValueError, match="feature_weight"):
         hierarchy.ucm_from_regions(regions, strength, feature_weight=-1)
     with pytest.raises(ValueError, match="region_features"):
