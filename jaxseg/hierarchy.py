@@ -439,22 +439,23 @@ def hierarchical_segmentation(
       key: PRNG key of the texton K-means.
       sigma: smoothing of the watershed (`oversegment`).
       feature_weight, size_scale, size_power, level_scale, count_weight: merging
-        (`ucm_from_regions`); the
-        features are the pixels' Lab / 100 and their one-hot textons times `texton_weight`,
-        so a region's mean is its mean colour and its texton histogram.
+        (`ucm_from_regions`); the features are the pixels' Lab / 100 and their one-hot
+        textons times `texton_weight`, so a region's mean is its mean colour and its texton
+        histogram.
+      texton_weight: weight (>= 0) of the texton histograms against the colour.
       **cue_options: passed to `edges.boundary_cues`.
 
     Returns:
       Hierarchy.
     """
+    if not (np.isfinite(texton_weight) and texton_weight >= 0):
+        raise ValueError(f"texton_weight must be finite and >= 0, got {texton_weight}")
     cues = edges.boundary_cues(image, key, **cue_options)
     strength = np.asarray(cues.strength)
     regions = oversegment(strength, sigma=sigma)
     rgb = features._check_rgb(image, rank=3)
     h, w, _ = rgb.shape
     lab = np.asarray(features.colour_features(rgb.reshape(h * w, 3), space="lab")).reshape(h, w, 3)
-    if not (np.isfinite(texton_weight) and texton_weight >= 0):
-        raise ValueError(f"texton_weight must be finite and >= 0, got {texton_weight}")
     textons = np.asarray(cues.textons)
     one_hot = np.eye(int(textons.max()) + 1)[textons] * texton_weight
     ucm2 = ucm_from_regions(
