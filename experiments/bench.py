@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 from absl import app, flags
 
-SUITES = ("clustering", "cnn", "metrics", "superpixels")
+SUITES = ("clustering", "cnn", "metrics", "superpixels", "hierarchy")
 
 _SUITES = flags.DEFINE_list("suites", list(SUITES), f"Which suites to run, from {SUITES}.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "bench_out", "Where bench.json and suite files go.")

@@ -1,0 +1,204 @@
+"""Hierarchies: valid ultrametric contour maps in the official format, nesting, bad input."""
+
+import jax
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from jaxseg import hierarchy, metrics
+
+_SMALL_CUES = {"colour_radii": (2, 4), "texture_radii": (4,), "n_textons": 4}
+
+
+def _nested() -> tuple[np.ndarray, np.ndarray]:
+    """64x64 image and its regions: a background, a big square, and inside it two small squares
+    of their own colours, closer to the big square's colour than it is to the background's."""
+    image = np.full((64, 64, 3), 30, np.uint8)
+    truth = np.zeros((64, 64), np.int32)
+    for label, (rows, cols, colour) in enumerate(
+        [
+            (slice(10, 54), slice(10, 54), (200, 60, 60)),
+            (slice(18, 30), slice(18, 32), (230, 110, 90)),
+            (slice(36, 46), slice(34, 46), (150, 40, 40)),
+        ],
+        start=1,
+    ):
+        image[rows, cols] = colour
+        truth[rows, cols] = label
+    return image, truth
+
+
+@pytest.fixture(scope="module")
+def nested():
+    # Flat colours have no texture, and 12-pixel squares need thin discs and little smoothing.
+    image, truth = _nested()
+    return truth, hierarchy.hierarchical_segmentation(
+        image,
+        jax.random.key(0),
+        sigma=0.5,
+        **dict(_SMALL_CUES, colour_radii=(1, 2)),
+        texture_weight=0.0,
+    )
+
+
+def _best_iou(truth: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Best IoU of every truth region with any region of `labels`."""
+    table = metrics.contingency_table(truth, labels)
+    union = table.sum(axis=1, keepdims=True) + table.sum(axis=0, keepdims=True) - table
+    return (table / union).max(axis=1)
+
+
+def _check_ucm2(ucm2: np.ndarray, shape: tuple[int, int]) -> None:
+    h, w = shape
+    assert ucm2.shape == (2 * h + 1, 2 * w + 1)
+    assert ucm2.dtype == np.float64
+    assert np.isfinite(ucm2).all() and ucm2.min() >= 0 and ucm2.max() <= 1
+    np.testing.assert_array_equal(ucm2[1::2, 1::2], 0)  # pixel sites
+    # Every site between four pixels is the largest of its four borders.
+    corners = np.maximum(
+        np.maximum(ucm2[1:-2:2, 2:-1:2], ucm2[3::2, 2:-1:2]),
+        np.maximum(ucm2[2:-1:2, 1:-2:2], ucm2[2:-1:2, 3::2]),
+    )
+    np.testing.assert_array_equal(ucm2[2:-1:2, 2:-1:2], corners)
+
+
+def _check_ultrametric(ucm2: np.ndarray) -> None:
+    """Every cut yields closed regions (a border site is above the threshold exactly when its
+    two pixels lie in different regions) and the cuts nest."""
+    previous = None
+    for threshold in [0.0, *np.unique(ucm2), 1.0]:
+        labels = hierarchy.labels_at(ucm2, threshold)
+        assert labels.min() == 0
+        horizontal = ucm2[1::2, 2:-1:2] > threshold
+        vertical = ucm2[2:-1:2, 1::2] > threshold
+        np.testing.assert_array_equal(horizontal, labels[:, :-1] != labels[:, 1:])
+        np.testing.assert_array_equal(vertical, labels[:-1, :] != labels[1:, :])
+        # Regions are connected: relabelling 4-connected components changes nothing.
+        assert metrics.connected_segments(labels)[1] == labels.max() + 1
+        if previous is not None:
+            # Nesting: every finer region lies inside one coarser region.
+            table = metrics.contingency_table(previous, labels)
+            assert ((table > 0).sum(axis=1) == 1).all()
+        previous = labels
+
+
+def test_nested_squares_give_a_valid_nested_hierarchy(nested):
+    truth, result = nested
+    _check_ucm2(result.ucm2, truth.shape)
+    _check_ultrametric(result.ucm2)
+    assert result.regions.shape == truth.shape and result.n_regions == result.regions.max() + 1
+    # The four regions appear at some level (up to pixels near the edges, which the blurred cues
+    # give to either side); the small squares join the big one before it joins the background.
+    levels = np.unique(result.ucm2)
+    counts = [hierarchy.labels_at(result.ucm2, t).max() + 1 for t in levels]
+    assert 4 in counts and 2 in counts, counts
+    four = hierarchy.labels_at(result.ucm2, levels[counts.index(4)])
+    assert _best_iou(truth, four).min() > 0.85
+    two = hierarchy.labels_at(result.ucm2, levels[counts.index(2)])
+    assert _best_iou((truth > 0).astype(np.int32), two).min() > 0.9
+
+
+def test_ucm2_works_with_the_official_region_benchmark(nested):
+    truth, result = nested
+    thresholds = metrics.ucm_thresholds(19)
+    stats = [
+        [
+            metrics.region_stats(
+                metrics.ucm_segmentation(result.ucm2, t), truth + 1, official_labels=True
+            )
+            for t in thresholds
+        ]
+    ]
+    bench = metrics.aggregate_region_stats(stats, thresholds)
+    assert bench.ois_covering > 0.85
+    assert bench.ois_pri > 0.9
+
+
+@pytest.mark.parametrize("count_weight", [0.0, 0.5, 1.0])
+def test_hierarchy_from_labels_starts_from_the_segments(count_weight):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=(16, 20))
+    strength = rng.uniform(size=(16, 20))
+    ucm2 = hierarchy.hierarchy_from_labels(
+        labels,
+        strength,
+        rng.uniform(size=(16, 20, 3)),
+        feature_weight=1.0,
+        size_power=0.5,
+        count_weight=count_weight,
+    )
+    _check_ucm2(ucm2, labels.shape)
+    _check_ultrametric(ucm2)
+    finest = hierarchy.labels_at(ucm2, 0.0)
+    segments, n = metrics.connected_segments(labels)
+    assert finest.max() + 1 == n
+    table = metrics.contingency_table(segments, finest)
+    assert ((table > 0).sum(axis=1) == 1).all() and ((table > 0).sum(axis=0) == 1).all()
+    assert hierarchy.labels_at(ucm2, 1.0).max() == 0  # everything joins at the top
+
+
+def test_merge_order_follows_mean_border_strength():
+    # Three vertical stripes; the left border is weak, the right one strong.
+    regions = np.repeat([[0, 0, 1, 1, 2, 2]], 4, axis=0)
+    strength = np.zeros((4, 6))
+    strength[:, 1:3] = 0.2
+    strength[:, 3:5] = 0.8
+    ucm2 = hierarchy.ucm_from_regions(regions, strength)
+    np.testing.assert_allclose(ucm2[1::2, 4], 1 - np.exp(-0.2))
+    np.testing.assert_allclose(ucm2[1::2, 8], 1 - np.exp(-0.8))
+    np.testing.assert_array_equal(hierarchy.labels_at(ucm2, 0.5), [[0, 0, 0, 0, 1, 1]] * 4)
+
+
+def test_oversegment_separates_basins():
+    strength = np.zeros((20, 20))
+    strength[:, 10] = 1.0
+    regions = hierarchy.oversegment(strength, sigma=0)
+    assert regions.max() + 1 == 2
+    assert len(np.unique(regions[:, :10])) == 1 and len(np.unique(regions[:, 11:])) == 1
+    assert scipy.ndimage.label(regions == regions[0, 0])[1] == 1
+
+
+def test_one_colour_and_thin_images_give_trivial_valid_hierarchies():
+    flat = np.full((10, 12, 3), 128, np.uint8)
+    result = hierarchy.hierarchical_segmentation(flat, jax.random.key(0), **_SMALL_CUES)
+    _check_ucm2(result.ucm2, (10, 12))
+    np.testing.assert_array_equal(result.ucm2, 0)
+    assert result.n_regions == 1
+    for shape in ((1, 9), (9, 1), (1, 1)):
+        strength = np.linspace(0, 1, shape[0] * shape[1]).reshape(shape)
+        labels = np.arange(strength.size).reshape(shape) // 3
+        ucm2 = hierarchy.hierarchy_from_labels(labels, strength)
+        _check_ucm2(ucm2, shape)
+        _check_ultrametric(ucm2)
+
+
+@pytest.mark.parametrize(
+    ("regions", "strength", "message"),
+    [
+        (np.zeros((4, 5), int), np.zeros((4, 6)), "differ in shape"),
+        (np.zeros((4, 5), int), np.full((4, 5), np.nan), "NaN"),
+        (np.zeros((4, 5), int), np.full((4, 5), 2.0), r"\[0, 1\]"),
+        (np.zeros((4, 5), int), np.zeros(5), r"\[h, w\]"),
+        (np.zeros((4, 5)), np.zeros((4, 5)), "integer"),
+        (-np.ones((4, 5), int), np.zeros((4, 5)), "negative"),
+    ],
+)
+def test_bad_input_is_rejected(regions, strength, message):
+    with pytest.raises(ValueError, match=message):
+        hierarchy.ucm_from_regions(regions, strength)
+
+
+def test_bad_options_and_thresholds_are_rejected():
+    regions, strength = np.zeros((4, 5), int), np.zeros((4, 5))
+    with pytest.raises(ValueError, match="level_scale"):
+        hierarchy.ucm_from_regions(regions, strength, level_scale=0)
+    with pytest.raises(ValueError, match="count_weight"):
+        hierarchy.ucm_from_regions(regions, strength, count_weight=1.5)
+    with pytest.raises(ValueError, match="feature_weight"):
+        hierarchy.ucm_from_regions(regions, strength, feature_weight=-1)
+    with pytest.raises(ValueError, match="region_features"):
+        hierarchy.ucm_from_regions(regions, strength, np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="threshold"):
+        hierarchy.labels_at(np.zeros((3, 3)), -0.5)
+    with pytest.raises(ValueError, match="pixel sites"):
+        hierarchy.labels_at(np.ones((3, 3)), 0.5)
