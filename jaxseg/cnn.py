@@ -263,11 +263,8 @@ def refine_labels(
     Returns int32 labels of the same shape, constant on every superpixel. One ``segment_sum``
     over (segment, label) pairs: memory n_segments x n_channels.
     """
-    segments = segments.astype(jnp.int32)
-    votes = jnp.ones(labels.shape, jnp.int32)
-    if mask is not None:
-        segments = jnp.where(mask, segments, 0)
-        votes = mask.astype(jnp.int32)
+    segments = jnp.clip(segments.astype(jnp.int32), 0, n_segments - 1)  # masked: any id
+    votes = jnp.ones(labels.shape, jnp.int32) if mask is None else mask.astype(jnp.int32)
     pair = segments * n_channels + labels.astype(jnp.int32)
     counts = jax.ops.segment_sum(
         votes.ravel(), pair.ravel(), num_segments=n_segments * n_channels

@@ -138,6 +138,9 @@ def test_batch_with_padding_matches_one_by_one():
     assert batch.labels.shape == (3, 32, 40)
     for i, (image, (h, w)) in enumerate(zip(images, shapes, strict=True)):
         alone = cnn.segment(image, keys[i], SMALL)
+        # Iteration 0 has the same parameters either way: a real dependence on the batch
+        # (padding, BatchNorm statistics, keys) would show here beyond float rounding.
+        np.testing.assert_allclose(batch.loss_history[i, 0], alone.loss_history[0], rtol=1e-5)
         agree = np.mean(np.asarray(batch.labels[i, :h, :w]) == np.asarray(alone.labels))
         assert agree >= 0.99
         assert int(batch.n_iter[i]) == int(alone.n_iter)
@@ -317,8 +320,10 @@ def test_uint8_grey_and_rgba_images_are_converted():
     np.testing.assert_array_equal(cnn._as_images(grey, 0, "image"), np.stack([grey] * 3, -1))
     batch = cnn._as_images(np.stack([as_uint8[..., 0]] * 2), 1, "images")
     assert batch.shape == (2, 16, 16, 3) and batch.dtype == jnp.float32
-    # The same fit from uint8 and from its float equivalent (one compilation, same input).
-    config = dataclasses.replace(SMALL, max_iter=5, min_labels=1)
+    # The same fit from uint8 and from its float equivalent (shape and config as above).
+    config = dataclasses.replace(SMALL, min_labels=1)
+    as_uint8 = np.round(regions_image(41)[0] * 255).astype(np.uint8)
+    as_float = as_uint8.astype(np.float32) / 255
     a = cnn.segment(as_uint8, jax.random.key(0), config)
     b = cnn.segment(as_float, jax.random.key(0), config)
     np.testing.assert_array_equal(a.labels, b.labels)
@@ -371,22 +376,6 @@ def test_network_is_a_flax_module(tmp_path):
 # --- the same fit alone and in a padded batch ----------------------------------------------
 
 
-def test_first_loss_same_alone_and_padded_in_a_batch():
-    # Iteration 0 has the same parameters in every mode: any difference beyond float rounding
-    # would be a real dependence on the batch (padding, BatchNorm statistics, keys).
-    shapes = [(24, 32), (32, 24), (20, 20)]
-    images = [regions_image(60 + i, h, w, noise=0.2)[0] for i, (h, w) in enumerate(shapes)]
-    keys = jax.random.split(jax.random.key(6), 3)
-    config = dataclasses.replace(SMALL, max_iter=1)
-    padded, mask = cnn.pad_batch(images)
-    batch = cnn.segment_batch(padded, keys, config, mask=mask)
-    for i, (image, (h, w)) in enumerate(zip(images, shapes, strict=True)):
-        alone = cnn.segment(image, keys[i], config)
-        np.testing.assert_allclose(batch.loss_history[i, 0], alone.loss_history[0], rtol=1e-5)
-        agree = np.mean(np.asarray(batch.labels[i, :h, :w]) == np.asarray(alone.labels))
-        assert agree >= 0.999
-
-
 # --- stopping ------------------------------------------------------------------------------
 
 
@@ -397,9 +386,7 @@ def test_stop_when_labels_stop_changing():
     n = int(result.n_iter)
     assert cnn.STOP_REASONS[int(result.stop_reason)] == "stable"
     assert config.stop_window < n < 50 and not bool(result.converged)
-    # Off (the presets): the same image runs to max_iter.
-    off = cnn.segment(image, jax.random.key(0), dataclasses.replace(config, stop_change=0.0))
-    assert int(off.n_iter) == 100 and cnn.STOP_REASONS[int(off.stop_reason)] == "max_iter"
+    assert np.all(np.asarray(result.n_labels_history[n - config.stop_window : n]) > 1)
     assert cnn.Config.paper().stop_change == cnn.Config.kim2020().stop_change == 0
 
 
@@ -428,8 +415,8 @@ def test_refinement_recovers_regions_from_aligned_superpixels():
     result = cnn.segment(image, jax.random.key(0), config, segments=segments)
     labels = np.asarray(result.labels)
     assert paper_iou(labels, truth) > 0.9
-    plain = cnn.segment(image, jax.random.key(0), config)
-    assert n_components(labels) < n_components(np.asarray(plain.labels))
+    uniform = [len(np.unique(labels[segments == s])) == 1 for s in np.unique(segments)]
+    assert np.mean(uniform) >= 0.9
 
 
 def test_bad_segments():
