@@ -8,6 +8,8 @@ horizontal neighbours. Options:
 
 - superpixel refinement (Kanezaki, ICASSP 2018): with ``segments``, each pixel's cross-entropy
   target is the majority label of its superpixel (``refine_labels``);
+- scribbles (Kim et al. 2020's interactive mode): with ``scribbles``, scribbled pixels are
+  pulled toward their class (class c is channel c), ``scribble_weight`` x their cross-entropy;
 - the continuity weight is ``mu`` (``mu_schedule="constant"``), or DynaSeg's (Guermazi et al.
   2024) ``mu / q`` (``"scf"``, spatial continuity focus) or ``q / mu`` (``"fsf"``, feature
   similarity focus), q the current number of labels;
@@ -38,6 +40,7 @@ from jaxseg.dfc import DFC, from_bytes, to_bytes
 
 __all__ = [
     "STOP_REASONS",
+    "UNSCRIBBLED",
     "CNNResult",
     "Config",
     "DFC",
@@ -62,6 +65,7 @@ _OPTIMIZERS = ("adam", "sgd")
 _MU_SCHEDULES = ("constant", "scf", "fsf")
 # CNNResult.stop_reason indexes this tuple.
 STOP_REASONS = ("max_iter", "min_labels", "stable")
+UNSCRIBBLED = 255  # scribble map value of a pixel without a scribble
 _RUNNING, _MAX_ITER, _MIN_LABELS, _STABLE = -1, 0, 1, 2
 
 
@@ -76,6 +80,8 @@ class Config:
     ``q / mu`` ("fsf"), q the number of labels of the current iteration (DynaSeg's SCF and FSF
     variants). ``stop_change`` > 0 stops an image once fewer than that fraction of its pixels
     changed label in each of the last ``stop_window`` iterations (0: off, as published).
+    ``scribble_weight``: weight of the scribbled pixels' cross-entropy (the authors'
+    ``stepsize_scr``), used only when scribbles are given.
     """
 
     n_channels: int = 100
@@ -91,6 +97,7 @@ class Config:
     mu_schedule: str = "constant"
     stop_change: float = 0.0
     stop_window: int = 5
+    scribble_weight: float = 0.5
 
     def __post_init__(self):
         if self.optimizer not in _OPTIMIZERS:
@@ -119,6 +126,8 @@ class Config:
                 f"need lr_decay_every >= 0 and 0 < lr_decay_factor <= 1; got "
                 f"{self.lr_decay_every}, {self.lr_decay_factor}"
             )
+        if self.scribble_weight < 0:
+            raise ValueError(f"scribble_weight must be >= 0, got {self.scribble_weight}")
         if not 0 <= self.stop_change < 1:
             raise ValueError(f"stop_change must be in [0, 1), got {self.stop_change}")
 
@@ -290,6 +299,8 @@ def loss_and_labels(
     segments: jax.Array | None = None,
     n_segments: int | None = None,
     mu_schedule: str = "constant",
+    scribbles: jax.Array | None = None,
+    scribble_weight: float = 0.5,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """Similarity + weight * continuity loss for images [n, h, w, 3]; aux: (labels [n, h, w]
     int32, number of distinct labels over the valid pixels).
@@ -297,6 +308,9 @@ def loss_and_labels(
     Similarity: mean over valid pixels of the cross-entropy against the response's own argmax
     (no gradient through the argmax), or with ``segments`` [n, h, w] (ids < ``n_segments``,
     one id space over the n images) against its superpixel-majority (``refine_labels``).
+    With ``scribbles`` [n, h, w] int (class c < C, or ``UNSCRIBBLED`` = 255), as the authors'
+    ``demo.py``: that mean over the unscribbled pixels plus ``scribble_weight`` times the mean
+    cross-entropy of the scribbled pixels against their class (channel c); 0 without any.
     Continuity: mean |r[y+1, x] - r[y, x]| over vertically adjacent valid pairs and channels,
     plus the same horizontally (``torch.nn.L1Loss``); weight: ``mu``, or per ``mu_schedule``
     (see ``Config``) from the number of labels.
@@ -313,13 +327,25 @@ def loss_and_labels(
         nll = -jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
     dy = jnp.abs(r[:, 1:] - r[:, :-1])
     dx = jnp.abs(r[:, :, 1:] - r[:, :, :-1])
-    if mask is None:
+    if scribbles is not None:
+        valid = jnp.ones(labels.shape, bool) if mask is None else mask
+        scribbled = valid & (scribbles != UNSCRIBBLED)
+        free = valid & ~scribbled
+        target = jnp.where(scribbled, scribbles, 0).astype(jnp.int32)
+        nll_scribbled = -jnp.take_along_axis(log_p, target[..., None], axis=-1)[..., 0]
+        similarity = jnp.sum(jnp.where(free, nll, 0)) / jnp.maximum(jnp.sum(free), 1)
+        similarity += scribble_weight * (
+            jnp.sum(jnp.where(scribbled, nll_scribbled, 0)) / jnp.maximum(jnp.sum(scribbled), 1)
+        )
+    elif mask is None:
         similarity = jnp.mean(nll)
+    else:
+        similarity = jnp.sum(jnp.where(mask, nll, 0)) / jnp.sum(mask)
+    if mask is None:
         continuity = jnp.mean(dy) + jnp.mean(dx)
     else:
         pair_y = (mask[:, 1:] & mask[:, :-1])[..., None]
         pair_x = (mask[:, :, 1:] & mask[:, :, :-1])[..., None]
-        similarity = jnp.sum(jnp.where(mask, nll, 0)) / jnp.sum(mask)
         continuity = jnp.sum(jnp.where(pair_y, dy, 0)) / (c * jnp.sum(pair_y)) + jnp.sum(
             jnp.where(pair_x, dx, 0)
         ) / (c * jnp.sum(pair_x))
@@ -343,8 +369,11 @@ def _every(t, progress_every, callback, *args):
     )
 
 
-def _fit_batch(images, keys, mask, segments, config, n_segments, progress, progress_every):
-    """Images [b, h, w, 3] (mask, segments [b, h, w] or None) -> CNNResult with a leading [b].
+def _fit_batch(
+    images, keys, mask, segments, scribbles, config, n_segments, progress, progress_every
+):
+    """Images [b, h, w, 3] (mask, segments, scribbles [b, h, w] or None) -> CNNResult, [b]
+    leading.
 
     One while_loop over the batch; an image that has stopped keeps its state (selected, not
     updated) while the others continue, as ``vmap`` of a per-image loop would.
@@ -354,7 +383,7 @@ def _fit_batch(images, keys, mask, segments, config, n_segments, progress, progr
     params = jax.vmap(lambda key: init(key, config))(keys)
     loss_fn = jax.value_and_grad(loss_and_labels, has_aux=True)
 
-    def loss_and_grad(p, image, m, seg):
+    def loss_and_grad(p, image, m, seg, scr):
         return loss_fn(
             p,
             image[None],
@@ -363,6 +392,8 @@ def _fit_batch(images, keys, mask, segments, config, n_segments, progress, progr
             segments=None if seg is None else seg[None],
             n_segments=n_segments,
             mu_schedule=config.mu_schedule,
+            scribbles=None if scr is None else scr[None],
+            scribble_weight=config.scribble_weight,
         )
 
     count = jnp.full((b,), h * w, jnp.float32) if mask is None else jnp.sum(mask, axis=(1, 2))
@@ -372,7 +403,7 @@ def _fit_batch(images, keys, mask, segments, config, n_segments, progress, progr
 
     def body(s):
         (loss, (labels, n_labels)), grads = jax.vmap(loss_and_grad)(
-            s.params, images, mask, segments
+            s.params, images, mask, segments, scribbles
         )
         labels = labels[:, 0]
         updates, opt_state = jax.vmap(optimizer.update)(grads, s.opt_state, s.params)
@@ -528,6 +559,29 @@ def _segment_bound(segments, shape, mask, n_segments) -> int:
     return int(n_segments) if n_segments is not None else 1 << math.ceil(math.log2(high + 1))
 
 
+def _check_scribbles(scribbles, shape, mask, n_channels) -> jax.Array:
+    if jnp.shape(scribbles) != shape or not jnp.issubdtype(jnp.result_type(scribbles), jnp.integer):
+        raise ValueError(
+            f"scribbles must be an integer map of shape {shape} (class ids, {UNSCRIBBLED} for "
+            f"none), got {jnp.result_type(scribbles)} {jnp.shape(scribbles)}"
+        )
+    if _is_concrete(scribbles):
+        values = np.asarray(scribbles)
+        if mask is not None:
+            values = np.where(np.asarray(mask), values, UNSCRIBBLED)
+        classes = np.unique(values[values != UNSCRIBBLED])
+        if classes.size == 0:
+            raise ValueError(
+                "scribbles has no scribbled pixel: pass scribbles=None to run unguided"
+            )
+        if classes[0] < 0 or classes[-1] >= n_channels:
+            raise ValueError(
+                f"scribble classes must be in [0, n_channels={n_channels}) (or {UNSCRIBBLED} for "
+                f"none), got classes {classes[0]}..{classes[-1]}"
+            )
+    return jnp.asarray(scribbles, jnp.int32)
+
+
 def _check_progress(progress, progress_every):
     if progress is not None and (not callable(progress) or progress_every < 1):
         raise ValueError(
@@ -545,6 +599,7 @@ def segment(
     *,
     segments: jax.Array | None = None,
     n_segments: int | None = None,
+    scribbles: jax.Array | None = None,
     progress: Progress | None = None,
     progress_every: int = 10,
 ) -> CNNResult:
@@ -552,6 +607,7 @@ def segment(
 
     image: [h, w, 3] float in [0, 1] or uint8 (h, w >= 3); [h, w] grey and [h, w, 4] RGBA
     (alpha dropped) are accepted. segments: optional [h, w] int superpixel labels (refinement).
+    scribbles: optional [h, w] scribble map (see ``segment_batch``).
     progress: as ``segment_batch`` (arrays of one element). Jitted with ``config`` static:
     images of one shape and config share one compilation.
     """
@@ -564,6 +620,7 @@ def segment(
         config,
         segments=batch_segments,
         n_segments=n_segments,
+        scribbles=None if scribbles is None else jnp.asarray(scribbles)[None],
         progress=progress,
         progress_every=progress_every,
     )
@@ -578,6 +635,7 @@ def segment_batch(
     mask: jax.Array | None = None,
     segments: jax.Array | None = None,
     n_segments: int | None = None,
+    scribbles: jax.Array | None = None,
     progress: Progress | None = None,
     progress_every: int = 10,
 ) -> CNNResult:
@@ -594,6 +652,11 @@ def segment_batch(
     segments: optional [b, h, w] int superpixel labels (e.g. SLIC), >= 0 on valid pixels: each
     pixel's cross-entropy target becomes its superpixel's majority label (Kanezaki 2018).
     ``n_segments`` (static) bounds the ids; None: the next power of two above the largest id.
+
+    scribbles: optional [b, h, w] int scribble map (Kim et al. 2020's interactive mode): class
+    c in 0..n_channels-1 on scribbled pixels, ``UNSCRIBBLED`` (255) elsewhere; scribbled pixels
+    are pulled toward channel c (``Config.scribble_weight``), so a region grown from class c's
+    scribble gets label c. An image without scribbles is fitted unguided.
 
     progress: optional ``progress(iteration, n_labels [b], loss [b])`` called from the device
     loop (``jax.debug.callback``) every ``progress_every`` iterations while any image runs;
@@ -614,9 +677,19 @@ def segment_batch(
     if segments is not None:
         n_segments = _segment_bound(segments, (b, h, w), mask, n_segments)
         segments = jnp.asarray(segments, jnp.int32)
+    if scribbles is not None:
+        scribbles = _check_scribbles(scribbles, (b, h, w), mask, config.n_channels)
     _check_progress(progress, progress_every)
     return _segment_batch(
-        images, keys, mask, segments, config, n_segments, progress, int(progress_every)
+        images,
+        keys,
+        mask,
+        segments,
+        scribbles,
+        config,
+        n_segments,
+        progress,
+        int(progress_every),
     )
 
 

@@ -466,7 +466,9 @@ def test_progress_every_n_iterations():
     assert all(c[1:] == ((2,), (2,)) for c in calls)
     assert np.all(result.n_iter == 20)
     # Without a callable no callback is compiled in.
-    lower = functools.partial(cnn._segment_batch.lower, images, keys, None, None, config, None)
+    lower = functools.partial(
+        cnn._segment_batch.lower, images, keys, None, None, None, config, None
+    )
     assert "callback" not in lower(None, 5).as_text()
     assert "callback" in lower(progress, 5).as_text()
     calls.clear()
@@ -485,3 +487,37 @@ def test_init_matches_the_module_structure_and_distribution():
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(flax_init), strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_allclose(np.std(a), np.std(b), rtol=0.1)  # Xavier: same bound
+
+
+# --- scribbles -----------------------------------------------------------------------------
+
+
+def test_scribbles_split_regions_of_one_colour():
+    # Two same-coloured halves separated by a blue stripe; one scribble in each half.
+    rng = np.random.default_rng(110)
+    image = np.full((32, 32, 3), COLOURS[0]) + rng.normal(0, 0.05, (32, 32, 3))
+    image[:, 14:18] = COLOURS[2]
+    image = np.clip(image, 0, 1).astype(np.float32)
+    left, right = np.zeros((32, 32), bool), np.zeros((32, 32), bool)
+    left[:, :14], right[:, 18:] = True, True
+    scribbles = np.full((32, 32), cnn.UNSCRIBBLED, np.int32)
+    scribbles[8:24, 6] = 0
+    scribbles[8:24, 25] = 1
+    config = dataclasses.replace(SMALL, min_labels=1)  # as test_same_key_same_labels
+    unguided = np.asarray(cnn.segment(image, jax.random.key(3), config).labels)
+    assert np.bincount(unguided[left]).argmax() == np.bincount(unguided[right]).argmax()
+    guided = cnn.segment(image, jax.random.key(3), config, scribbles=scribbles)
+    labels = np.asarray(guided.labels)
+    assert np.mean(labels[left] == 0) >= 0.9 and np.mean(labels[right] == 1) >= 0.9
+
+
+def test_bad_scribbles():
+    image = np.zeros((8, 8, 3), np.float32)
+    scribbles = np.full((8, 8), cnn.UNSCRIBBLED, np.int32)
+    with pytest.raises(ValueError, match="no scribbled pixel"):
+        cnn.segment(image, jax.random.key(0), SMALL, scribbles=scribbles)
+    scribbles[0, 0] = SMALL.n_channels
+    with pytest.raises(ValueError, match="scribble classes"):
+        cnn.segment(image, jax.random.key(0), SMALL, scribbles=scribbles)
+    with pytest.raises(ValueError, match="scribbles must be an integer map"):
+        cnn.segment(image, jax.random.key(0), SMALL, scribbles=scribbles[:4])
