@@ -492,23 +492,28 @@ def test_init_matches_the_module_structure_and_distribution():
 # --- scribbles -----------------------------------------------------------------------------
 
 
-def test_scribbles_split_regions_of_one_colour():
-    # Two same-coloured halves separated by a blue stripe; one scribble in each half.
+def test_scribbles_split_regions_the_unguided_fit_merges():
+    # Two halves of nearly the same red; with mu = 5 the unguided fit gives them one label.
+    # One scribble per half (classes 0 and 1) splits them, each named by its class.
     rng = np.random.default_rng(110)
-    image = np.full((32, 32, 3), COLOURS[0]) + rng.normal(0, 0.05, (32, 32, 3))
-    image[:, 14:18] = COLOURS[2]
-    image = np.clip(image, 0, 1).astype(np.float32)
-    left, right = np.zeros((32, 32), bool), np.zeros((32, 32), bool)
-    left[:, :14], right[:, 18:] = True, True
+    image = np.full((32, 32, 3), [0.8, 0.2, 0.2])
+    image[:, 16:] += [-0.08, 0.08, 0]
+    image = np.clip(image + rng.normal(0, 0.05, (32, 32, 3)), 0, 1).astype(np.float32)
+    left = np.zeros((32, 32), bool)
+    left[:, :16] = True
+    right = ~left
     scribbles = np.full((32, 32), cnn.UNSCRIBBLED, np.int32)
     scribbles[8:24, 6] = 0
     scribbles[8:24, 25] = 1
     config = dataclasses.replace(SMALL, min_labels=1)  # as test_same_key_same_labels
     unguided = np.asarray(cnn.segment(image, jax.random.key(3), config).labels)
-    assert np.bincount(unguided[left]).argmax() == np.bincount(unguided[right]).argmax()
-    guided = cnn.segment(image, jax.random.key(3), config, scribbles=scribbles)
+    merged = np.bincount(unguided[left]).argmax()
+    assert np.mean(unguided[right] == merged) >= 0.8  # measured 0.94
+    # The authors' stepsize_scr 0.5 is too weak against mu = 5 here (right half: 0.06 labelled 1).
+    guided_config = dataclasses.replace(config, scribble_weight=5.0)
+    guided = cnn.segment(image, jax.random.key(3), guided_config, scribbles=scribbles)
     labels = np.asarray(guided.labels)
-    assert np.mean(labels[left] == 0) >= 0.9 and np.mean(labels[right] == 1) >= 0.9
+    assert np.mean(labels[left] == 0) >= 0.85 and np.mean(labels[right] == 1) >= 0.85  # 1.0
 
 
 def test_bad_scribbles():
