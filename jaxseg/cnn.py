@@ -1,25 +1,33 @@
 """Differentiable feature clustering CNN (Kim, Kanezaki & Tanaka 2020), optimised on device.
 
-A small conv net is fitted to each image so that pixels with similar features and spatial
-neighbours share a label: conv 3x3 (3->C) -> ReLU -> BatchNorm, (n_conv - 1) x [conv 3x3 (C->C)
--> ReLU -> BatchNorm], conv 1x1 (C->C) -> BatchNorm. Labels are the argmax over the C response
-channels; the loss is the cross-entropy of the response against its own (constant) argmax labels
-plus ``mu`` times the mean absolute difference between vertical and horizontal neighbours.
-BatchNorm always normalises with the statistics of the images being fitted (no eval mode).
+A small conv net (``jaxseg.dfc.DFC``, a flax module) is fitted to each image so that pixels
+with similar features and spatial neighbours share a label. Labels are the argmax over the C
+response channels; the loss is the cross-entropy of the response against its own (constant)
+argmax labels plus a continuity weight times the mean absolute difference between vertical and
+horizontal neighbours. Options:
 
-The whole optimisation is one ``lax.while_loop``; it stops after ``max_iter`` iterations or as
-soon as the number of distinct labels is ``<= min_labels``. ``segment_batch`` fits a batch, each
-image with its own parameters, optimiser state and stopping point; ``train_dataset`` / ``apply``
-are the authors' reference-image mode (one network for many images).
+- superpixel refinement (Kanezaki, ICASSP 2018): with ``segments``, each pixel's cross-entropy
+  target is the majority label of its superpixel (``refine_labels``);
+- scribbles (Kim et al. 2020's interactive mode): with ``scribbles``, scribbled pixels are
+  pulled toward their class (class c is channel c), ``scribble_weight`` x their cross-entropy;
+- the continuity weight is ``mu`` (``mu_schedule="constant"``), or DynaSeg's (Guermazi et al.
+  2024) ``mu / q`` (``"scf"``, spatial continuity focus) or ``q / mu`` (``"fsf"``, feature
+  similarity focus), q the current number of labels;
+- stopping after ``max_iter`` iterations, as soon as an image has ``<= min_labels`` labels, or
+  (``stop_change > 0``) once fewer than that fraction of its pixels changed label in each of the
+  last ``stop_window`` iterations;
+- a ``progress`` callback every ``progress_every`` iterations (a host callback compiled in only
+  when given).
 
-Convolutions: the forward pass and the input gradient are ``lax.conv_general_dilated`` (NHWC),
-the weight gradient is one ``[cin, pixels] @ [pixels, cout]`` matrix product per kernel tap
-(XLA's own conv weight gradient is ~4x slower on CPU). With per-image weights under ``vmap``,
-CPU runs the images' convolutions one after another (XLA CPU grouped convolutions are ~5x slower);
-other backends use a grouped convolution.
+The whole optimisation of a batch is one ``lax.while_loop``; each image has its own parameters,
+optimiser state and stopping point. ``train_dataset`` / ``apply`` are the authors'
+reference-image mode (one network for many images).
 """
 
 import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -28,33 +36,52 @@ import numpy as np
 import optax
 from jax import lax
 
+from jaxseg.dfc import DFC, from_bytes, to_bytes
+
 __all__ = [
+    "STOP_REASONS",
+    "UNSCRIBBLED",
     "CNNResult",
     "Config",
+    "DFC",
     "apply",
     "init",
+    "load_params",
     "loss_and_labels",
+    "network",
     "pad_batch",
+    "refine_labels",
     "response",
+    "save_params",
     "segment",
     "segment_batch",
     "train_dataset",
 ]
 
 Params = dict[str, Any]
+Progress = Callable[[int, np.ndarray, np.ndarray], None]
 
-_DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
-_BN_EPS = 1e-5  # PyTorch BatchNorm2d default.
 _OPTIMIZERS = ("adam", "sgd")
+_MU_SCHEDULES = ("constant", "scf", "fsf")
+# CNNResult.stop_reason indexes this tuple.
+STOP_REASONS = ("max_iter", "min_labels", "stable")
+UNSCRIBBLED = 255  # scribble map value of a pixel without a scribble
+_RUNNING, _MAX_ITER, _MIN_LABELS, _STABLE = -1, 0, 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Model, loss and optimiser settings; hashable, so usable as a static argument.
+    """Model, loss, optimiser and stopping settings; hashable, so usable as a static argument.
 
     ``Config()`` is the ``paper`` preset. ``optimizer`` is ``"adam"`` (``momentum`` is its
     beta1) or ``"sgd"`` (heavy-ball ``momentum``, as ``torch.optim.SGD``). The learning rate is
     multiplied by ``lr_decay_factor`` every ``lr_decay_every`` iterations (0: constant).
+    ``mu_schedule``: the continuity weight is ``mu`` ("constant"), ``mu / q`` ("scf") or
+    ``q / mu`` ("fsf"), q the number of labels of the current iteration (DynaSeg's SCF and FSF
+    variants). ``stop_change`` > 0 stops an image once fewer than that fraction of its pixels
+    changed label in each of the last ``stop_window`` iterations (0: off, as published).
+    ``scribble_weight``: weight of the scribbled pixels' cross-entropy (the authors'
+    ``stepsize_scr``), used only when scribbles are given.
     """
 
     n_channels: int = 100
@@ -67,11 +94,19 @@ class Config:
     momentum: float = 0.9
     lr_decay_every: int = 50
     lr_decay_factor: float = 0.1
+    mu_schedule: str = "constant"
+    stop_change: float = 0.0
+    stop_window: int = 5
+    scribble_weight: float = 0.5
 
     def __post_init__(self):
         if self.optimizer not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
-        for name in ("n_channels", "n_conv", "max_iter", "min_labels"):
+        if self.mu_schedule not in _MU_SCHEDULES:
+            raise ValueError(
+                f"mu_schedule must be one of {_MU_SCHEDULES}, got {self.mu_schedule!r}"
+            )
+        for name in ("n_channels", "n_conv", "max_iter", "min_labels", "stop_window"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_channels < self.min_labels:
@@ -84,11 +119,17 @@ class Config:
                 f"need mu >= 0, learning_rate > 0, 0 <= momentum < 1; got mu={self.mu}, "
                 f"learning_rate={self.learning_rate}, momentum={self.momentum}"
             )
+        if self.mu_schedule == "fsf" and self.mu <= 0:
+            raise ValueError(f"mu_schedule 'fsf' divides by mu: need mu > 0, got {self.mu}")
         if self.lr_decay_every < 0 or not 0 < self.lr_decay_factor <= 1:
             raise ValueError(
                 f"need lr_decay_every >= 0 and 0 < lr_decay_factor <= 1; got "
                 f"{self.lr_decay_every}, {self.lr_decay_factor}"
             )
+        if self.scribble_weight < 0:
+            raise ValueError(f"scribble_weight must be >= 0, got {self.scribble_weight}")
+        if not 0 <= self.stop_change < 1:
+            raise ValueError(f"stop_change must be in [0, 1), got {self.stop_change}")
 
     @classmethod
     def paper(cls) -> "Config":
@@ -99,6 +140,12 @@ class Config:
     def kim2020(cls) -> "Config":
         """The authors' code defaults: SGD, lr 0.1, momentum 0.9, mu 1 (``stepsize_con``)."""
         return cls(mu=1.0, optimizer="sgd", learning_rate=0.1, lr_decay_every=0)
+
+    @classmethod
+    def kanezaki2018(cls) -> "Config":
+        """Kanezaki (ICASSP 2018) demo defaults: SGD, lr 0.1, momentum 0.9, no continuity term;
+        pass superpixel ``segments`` to ``segment`` / ``segment_batch`` for its refinement."""
+        return cls(mu=0.0, optimizer="sgd", learning_rate=0.1, lr_decay_every=0)
 
     def make_optimizer(self) -> optax.GradientTransformation:
         if self.lr_decay_every:
@@ -116,12 +163,14 @@ class CNNResult(NamedTuple):
     """Result of ``segment`` (shapes below) or ``segment_batch`` (each with a leading ``[b]``).
 
     labels: [h, w] int32 in 0..n_channels-1 (not relabelled): the argmax of the last iteration's
-      forward pass, i.e. the labels the stopping rule saw.
+      forward pass, i.e. the labels the stopping rules saw (not the superpixel-refined targets).
     n_iter: [] int32, iterations run (forward/backward passes and parameter updates).
     n_labels: [] int32, distinct labels in ``labels`` (valid pixels only).
-    converged: [] bool, whether ``n_labels <= min_labels`` stopped the loop before ``max_iter``.
+    converged: [] bool, whether ``n_labels <= min_labels`` stopped the loop.
     loss_history: [max_iter] float32, loss at each iteration, NaN after ``n_iter``.
     n_labels_history: [max_iter] int32, label count at each iteration, -1 after ``n_iter``.
+    stop_reason: [] int32, why the loop stopped: an index into ``STOP_REASONS`` ("max_iter",
+      "min_labels", "stable": the ``stop_change`` rule).
     """
 
     labels: jax.Array
@@ -130,256 +179,460 @@ class CNNResult(NamedTuple):
     converged: jax.Array
     loss_history: jax.Array
     n_labels_history: jax.Array
+    stop_reason: jax.Array
 
 
 class _State(NamedTuple):
-    i: jax.Array
-    converged: jax.Array
+    t: jax.Array  # [] loop iterations (the longest-running image's n_iter)
+    i: jax.Array  # [b] each image's n_iter
+    stop: jax.Array  # [b] stop reason, _RUNNING while running
     params: Params
     opt_state: Any
     labels: jax.Array
     n_labels: jax.Array
+    loss: jax.Array
+    n_stable: jax.Array  # [b] consecutive iterations with few label changes
     loss_history: jax.Array
     n_labels_history: jax.Array
-
-
-# --- convolution ---------------------------------------------------------------------------
-
-
-def _conv_unbatched(x, kernel):
-    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMENSION_NUMBERS)
-
-
-@jax.custom_batching.custom_vmap
-def _conv_op(x, kernel):
-    return _conv_unbatched(x, kernel)
-
-
-@_conv_op.def_vmap
-def _conv_op_vmap(axis_size, in_batched, x, kernel):
-    x_batched, kernel_batched = in_batched
-    if not kernel_batched:  # Shared weights: fold the vmapped axis into the image axis.
-        n = x.shape[1]
-        y = _conv_op(x.reshape(-1, *x.shape[2:]), kernel)
-        return y.reshape(axis_size, n, *y.shape[1:]), True
-    if not x_batched:
-        x = jnp.broadcast_to(x, (axis_size, *x.shape))
-    if jax.default_backend() == "cpu":
-        return lax.map(lambda xk: _conv_op(*xk), (x, kernel)), True
-    return jax.vmap(_conv_unbatched)(x, kernel), True
-
-
-@jax.custom_vjp
-def _conv(x, kernel):
-    """'Same' stride-1 convolution; x [n, h, w, cin], kernel [kh, kw, cin, cout] (odd kh, kw)."""
-    return _conv_op(x, kernel)
-
-
-def _conv_fwd(x, kernel):
-    return _conv_op(x, kernel), (x, kernel)
-
-
-def _conv_bwd(residuals, dy):
-    x, kernel = residuals
-    kh, kw, cin, cout = kernel.shape
-    n, h, w, _ = x.shape
-    dx = _conv_op(dy, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
-    ph, pw = kh // 2, kw // 2
-    padded = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    dy_flat = dy.reshape(n * h * w, cout)
-    taps = [
-        padded[:, i : i + h, j : j + w].reshape(n * h * w, cin).T @ dy_flat
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    return dx, jnp.stack(taps).reshape(kh, kw, cin, cout)
-
-
-_conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 # --- model and loss ------------------------------------------------------------------------
 
 
-def init(key: jax.Array, config: Config | None = None) -> Params:
-    """Xavier-uniform conv weights, zero biases, BatchNorm scale 1 and offset 0.
+def network(config: Config | None = None) -> DFC:
+    """The flax module of ``config`` (``DFC(n_channels, n_conv)``)."""
+    config = Config() if config is None else config
+    return DFC(n_channels=config.n_channels, n_conv=config.n_conv)
 
-    Returns ``{"convs": [{"kernel": [k, k, cin, C], "bias": [C]}] * (n_conv + 1),
-    "norms": [{"scale": [C], "offset": [C]}] * (n_conv + 1)}``; the last conv is the 1x1 one.
+
+def _network_of(params: Params) -> DFC:
+    layers = params["params"]
+    return DFC(n_channels=layers["conv_0"]["kernel"].shape[-1], n_conv=len(layers) // 2 - 1)
+
+
+def init(key: jax.Array, config: Config | None = None) -> Params:
+    """Variables of ``network(config)``: Xavier-uniform conv kernels, zero biases, BatchNorm
+    scale 1 and bias 0, ``{"params": {"conv_i": {"kernel": [k, k, cin, C], "bias": [C]},
+    "norm_i": {"scale": [C], "bias": [C]}}}`` for i in 0..n_conv (conv_{n_conv} is the 1x1).
+
+    The same distribution as ``network(config).init``, but layer i's kernel is drawn from
+    ``jax.random.split(key, n_conv + 1)[i]``, as in jaxseg before the flax module: a key gives
+    the same parameters, hence the same labels, as before.
     """
     config = Config() if config is None else config
     c = config.n_channels
     shapes = [(3, 3, 3, c)] + [(3, 3, c, c)] * (config.n_conv - 1) + [(1, 1, c, c)]
     glorot = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1)
-    keys = jax.random.split(key, len(shapes))
-    convs = [
-        {"kernel": glorot(k, shape, jnp.float32), "bias": jnp.zeros((c,), jnp.float32)}
-        for k, shape in zip(keys, shapes, strict=True)
-    ]
-    norms = [{"scale": jnp.ones((c,)), "offset": jnp.zeros((c,))} for _ in shapes]
-    return {"convs": convs, "norms": norms}
-
-
-def _batch_norm(x, norm, mask, count):
-    """Training-mode BatchNorm over the valid pixels of x [n, h, w, C] (biased variance)."""
-    if mask is None:
-        mean = jnp.mean(x, axis=(0, 1, 2))
-        var = jnp.mean(jnp.square(x - mean), axis=(0, 1, 2))
-    else:
-        weights = mask[..., None].astype(x.dtype)
-        mean = jnp.sum(x * weights, axis=(0, 1, 2)) / count
-        var = jnp.sum(jnp.square(x - mean) * weights, axis=(0, 1, 2)) / count
-    return (x - mean) * (norm["scale"] * lax.rsqrt(var + _BN_EPS)) + norm["offset"]
+    params = {}
+    for i, (k, shape) in enumerate(zip(jax.random.split(key, len(shapes)), shapes, strict=True)):
+        params[f"conv_{i}"] = {"kernel": glorot(k, shape, jnp.float32), "bias": jnp.zeros((c,))}
+        params[f"norm_{i}"] = {"scale": jnp.ones((c,)), "bias": jnp.zeros((c,))}
+    return {"params": params}
 
 
 def response(params: Params, images: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """The net's normalised response [n, h, w, C] for images [n, h, w, 3].
+    """The net's normalised response [n, h, w, C] for images [n, h, w, 3] (``DFC.apply``).
 
     BatchNorm statistics are taken over all valid pixels of all n images. Pixels where ``mask``
-    [n, h, w] is False are zeroed before every convolution and left out of the statistics, so a
-    top-left valid rectangle gets exactly the response of the unpadded image there.
+    [n, h, w] is False are zeroed before every 3x3 convolution and left out of the statistics,
+    so a top-left valid rectangle gets exactly the response of the unpadded image there.
     """
-    count = None if mask is None else jnp.sum(mask)
-    weights = None if mask is None else mask[..., None].astype(images.dtype)
-    x = images
-    last = len(params["convs"]) - 1
-    for layer, (conv, norm) in enumerate(zip(params["convs"], params["norms"], strict=True)):
-        if weights is not None and conv["kernel"].shape[0] > 1:
-            x = x * weights
-        x = _conv(x, conv["kernel"]) + conv["bias"]
-        if layer < last:
-            x = jax.nn.relu(x)
-        x = _batch_norm(x, norm, mask, count)
-    return x
+    return _network_of(params).apply(params, images, mask)
+
+
+def save_params(path: str | Path, params: Params) -> None:
+    """Write ``params`` (e.g. from ``train_dataset``) with ``flax.serialization``."""
+    Path(path).write_bytes(to_bytes(params))
+
+
+def load_params(path: str | Path, config: Config | None = None) -> Params:
+    """Read parameters written by ``save_params`` for a network of ``config``'s shape."""
+    return from_bytes(init(jax.random.key(0), config), Path(path).read_bytes())
 
 
 def _count_labels(labels, mask, n_channels):
     one_hot = labels[..., None] == jnp.arange(n_channels, dtype=labels.dtype)
     if mask is not None:
         one_hot = one_hot & mask[..., None]
-    return jnp.sum(jnp.any(one_hot, axis=(0, 1, 2)), dtype=jnp.int32)
+    return jnp.sum(jnp.any(one_hot, axis=tuple(range(labels.ndim))), dtype=jnp.int32)
+
+
+def refine_labels(
+    labels: jax.Array,
+    segments: jax.Array,
+    n_segments: int,
+    n_channels: int,
+    mask: jax.Array | None = None,
+) -> jax.Array:
+    """Each pixel's label replaced by the majority label of its superpixel (Kanezaki 2018).
+
+    labels, segments: int arrays of one shape (segments in 0..n_segments-1; one id space over
+    the whole array), labels in 0..n_channels-1; ``mask`` (same shape, bool) leaves pixels out
+    of the vote. Ties go to the lowest label, as the authors' ``np.argmax`` of the histogram.
+    Returns int32 labels of the same shape, constant on every superpixel. One ``segment_sum``
+    over (segment, label) pairs: memory n_segments x n_channels.
+    """
+    segments = jnp.clip(segments.astype(jnp.int32), 0, n_segments - 1)  # masked: any id
+    votes = jnp.ones(labels.shape, jnp.int32) if mask is None else mask.astype(jnp.int32)
+    pair = segments * n_channels + labels.astype(jnp.int32)
+    counts = jax.ops.segment_sum(
+        votes.ravel(), pair.ravel(), num_segments=n_segments * n_channels
+    ).reshape(n_segments, n_channels)
+    return jnp.argmax(counts, axis=1).astype(jnp.int32)[segments]
+
+
+def _continuity_weight(mu, schedule, n_labels):
+    q = n_labels.astype(jnp.float32)
+    if schedule == "scf":
+        return mu / q
+    if schedule == "fsf":
+        return q / mu
+    return mu
 
 
 def loss_and_labels(
-    params: Params, images: jax.Array, mask: jax.Array | None, mu: float
+    params: Params,
+    images: jax.Array,
+    mask: jax.Array | None,
+    mu: float,
+    *,
+    segments: jax.Array | None = None,
+    n_segments: int | None = None,
+    mu_schedule: str = "constant",
+    scribbles: jax.Array | None = None,
+    scribble_weight: float = 0.5,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Similarity + mu * continuity loss for images [n, h, w, 3]; aux: (labels [n, h, w] int32,
-    number of distinct labels over the valid pixels).
+    """Similarity + weight * continuity loss for images [n, h, w, 3]; aux: (labels [n, h, w]
+    int32, number of distinct labels over the valid pixels).
 
     Similarity: mean over valid pixels of the cross-entropy against the response's own argmax
-    (no gradient through the argmax). Continuity: mean |r[y+1, x] - r[y, x]| over vertically
-    adjacent valid pairs and channels, plus the same horizontally (``torch.nn.L1Loss``).
+    (no gradient through the argmax), or with ``segments`` [n, h, w] (ids < ``n_segments``,
+    one id space over the n images) against its superpixel-majority (``refine_labels``).
+    With ``scribbles`` [n, h, w] int (class c < C, or ``UNSCRIBBLED`` = 255), as the authors'
+    ``demo.py``: that mean over the unscribbled pixels plus ``scribble_weight`` times the mean
+    cross-entropy of the scribbled pixels against their class (channel c); 0 without any.
+    Continuity: mean |r[y+1, x] - r[y, x]| over vertically adjacent valid pairs and channels,
+    plus the same horizontally (``torch.nn.L1Loss``); weight: ``mu``, or per ``mu_schedule``
+    (see ``Config``) from the number of labels.
     """
     r = response(params, images, mask)
+    c = r.shape[-1]
     labels = jnp.argmax(r, axis=-1).astype(jnp.int32)
-    nll = -jnp.max(jax.nn.log_softmax(r, axis=-1), axis=-1)  # CE against the argmax label.
+    n_labels = _count_labels(labels, mask, c)
+    log_p = jax.nn.log_softmax(r, axis=-1)
+    if segments is None:
+        nll = -jnp.max(log_p, axis=-1)  # CE against the argmax label.
+    else:
+        targets = refine_labels(labels, segments, n_segments, c, mask)
+        nll = -jnp.take_along_axis(log_p, targets[..., None], axis=-1)[..., 0]
     dy = jnp.abs(r[:, 1:] - r[:, :-1])
     dx = jnp.abs(r[:, :, 1:] - r[:, :, :-1])
-    if mask is None:
+    if scribbles is not None:
+        valid = jnp.ones(labels.shape, bool) if mask is None else mask
+        scribbled = valid & (scribbles != UNSCRIBBLED)
+        free = valid & ~scribbled
+        target = jnp.where(scribbled, scribbles, 0).astype(jnp.int32)
+        nll_scribbled = -jnp.take_along_axis(log_p, target[..., None], axis=-1)[..., 0]
+        similarity = jnp.sum(jnp.where(free, nll, 0)) / jnp.maximum(jnp.sum(free), 1)
+        similarity += scribble_weight * (
+            jnp.sum(jnp.where(scribbled, nll_scribbled, 0)) / jnp.maximum(jnp.sum(scribbled), 1)
+        )
+    elif mask is None:
         similarity = jnp.mean(nll)
+    else:
+        similarity = jnp.sum(jnp.where(mask, nll, 0)) / jnp.sum(mask)
+    if mask is None:
         continuity = jnp.mean(dy) + jnp.mean(dx)
     else:
-        c = r.shape[-1]
         pair_y = (mask[:, 1:] & mask[:, :-1])[..., None]
         pair_x = (mask[:, :, 1:] & mask[:, :, :-1])[..., None]
-        similarity = jnp.sum(jnp.where(mask, nll, 0)) / jnp.sum(mask)
         continuity = jnp.sum(jnp.where(pair_y, dy, 0)) / (c * jnp.sum(pair_y)) + jnp.sum(
             jnp.where(pair_x, dx, 0)
         ) / (c * jnp.sum(pair_x))
-    n_labels = _count_labels(labels, mask, r.shape[-1])
-    return similarity + mu * continuity, (labels, n_labels)
+    weight = _continuity_weight(mu, mu_schedule, n_labels)
+    return similarity + weight * continuity, (labels, n_labels)
 
 
 # --- per-image optimisation ----------------------------------------------------------------
 
 
-def _fit(image, key, mask, config):
-    """One image [h, w, 3] (mask [h, w] or None) -> CNNResult; traceable and vmappable."""
-    images = image[None]
-    masks = None if mask is None else mask[None]
+def _every(t, progress_every, callback, *args):
+    """Host callback ``callback(t, *args)`` when t is a multiple of progress_every."""
+
+    def report(t, *values):
+        callback(int(t), *(np.asarray(v) for v in values))
+
+    lax.cond(
+        t % progress_every == 0,
+        lambda: jax.debug.callback(report, t, *args),
+        lambda: None,
+    )
+
+
+def _fit_batch(
+    images, keys, mask, segments, scribbles, config, n_segments, progress, progress_every
+):
+    """Images [b, h, w, 3] (mask, segments, scribbles [b, h, w] or None) -> CNNResult, [b]
+    leading.
+
+    One while_loop over the batch; an image that has stopped keeps its state (selected, not
+    updated) while the others continue, as ``vmap`` of a per-image loop would.
+    """
+    b, h, w, _ = images.shape
     optimizer = config.make_optimizer()
-    params = init(key, config)
-    grad_fn = jax.value_and_grad(loss_and_labels, has_aux=True)
+
+    def batched(f):
+        """vmap over the batch; a batch of one runs f unbatched (on the 2-core CPU, vmap of one
+        image ran ~1.4x slower per iteration than the unbatched loop before it)."""
+        if b > 1:
+            return jax.vmap(f)
+        return lambda *args: jax.tree.map(lambda y: y[None], f(*jax.tree.map(lambda x: x[0], args)))
+
+    params = batched(lambda key: init(key, config))(keys)
+    loss_fn = jax.value_and_grad(loss_and_labels, has_aux=True)
+
+    def loss_and_grad(p, image, m, seg, scr):
+        return loss_fn(
+            p,
+            image[None],
+            None if m is None else m[None],
+            config.mu,
+            segments=None if seg is None else seg[None],
+            n_segments=n_segments,
+            mu_schedule=config.mu_schedule,
+            scribbles=None if scr is None else scr[None],
+            scribble_weight=config.scribble_weight,
+        )
+
+    count = jnp.full((b,), h * w, jnp.float32) if mask is None else jnp.sum(mask, axis=(1, 2))
 
     def cond(s):
-        return (s.i < config.max_iter) & ~s.converged
+        return jnp.any(s.stop == _RUNNING)
 
     def body(s):
-        (loss, (labels, n_labels)), grads = grad_fn(s.params, images, masks, config.mu)
-        updates, opt_state = optimizer.update(grads, s.opt_state, s.params)
-        return _State(
-            i=s.i + 1,
-            converged=n_labels <= config.min_labels,
-            params=optax.apply_updates(s.params, updates),
+        (loss, (labels, n_labels)), grads = batched(loss_and_grad)(
+            s.params, images, mask, segments, scribbles
+        )
+        labels = labels[:, 0]
+        updates, opt_state = batched(optimizer.update)(grads, s.opt_state, s.params)
+        changed = labels != s.labels
+        if mask is not None:
+            changed = changed & mask
+        change = jnp.where(s.i == 0, 1.0, jnp.sum(changed, axis=(1, 2)) / count)
+        n_stable = jnp.where(change < config.stop_change, s.n_stable + 1, 0)
+        i = s.i + 1
+        stop = jnp.select(
+            [n_labels <= config.min_labels, n_stable >= config.stop_window, i >= config.max_iter],
+            [_MIN_LABELS, _STABLE, _MAX_ITER],
+            _RUNNING,
+        )
+        new = _State(
+            t=s.t + 1,
+            i=i,
+            stop=stop,
+            params=batched(optax.apply_updates)(s.params, updates),
             opt_state=opt_state,
             labels=labels,
             n_labels=n_labels,
-            loss_history=s.loss_history.at[s.i].set(loss),
-            n_labels_history=s.n_labels_history.at[s.i].set(n_labels),
+            loss=loss,
+            n_stable=n_stable,
+            loss_history=jax.vmap(lambda x, k, v: x.at[k].set(v))(s.loss_history, s.i, loss),
+            n_labels_history=jax.vmap(lambda x, k, v: x.at[k].set(v))(
+                s.n_labels_history, s.i, n_labels
+            ),
         )
+        running = s.stop == _RUNNING
+
+        def keep(new_x, old_x):
+            return jnp.where(running.reshape((b,) + (1,) * (new_x.ndim - 1)), new_x, old_x)
+
+        state = _State(new.t, *jax.tree.map(keep, tuple(new[1:]), tuple(s[1:])))
+        if progress is not None:
+            _every(state.t, progress_every, progress, state.n_labels, state.loss)
+        return state
 
     state = _State(
-        i=jnp.int32(0),
-        converged=jnp.bool_(False),
+        t=jnp.int32(0),
+        i=jnp.zeros((b,), jnp.int32),
+        stop=jnp.full((b,), _RUNNING, jnp.int32),
         params=params,
-        opt_state=optimizer.init(params),
-        labels=jnp.zeros(images.shape[:3], jnp.int32),
-        n_labels=jnp.int32(0),
-        loss_history=jnp.full((config.max_iter,), jnp.nan, jnp.float32),
-        n_labels_history=jnp.full((config.max_iter,), -1, jnp.int32),
+        opt_state=batched(optimizer.init)(params),
+        labels=jnp.zeros((b, h, w), jnp.int32),
+        n_labels=jnp.zeros((b,), jnp.int32),
+        loss=jnp.full((b,), jnp.nan, jnp.float32),
+        n_stable=jnp.zeros((b,), jnp.int32),
+        loss_history=jnp.full((b, config.max_iter), jnp.nan, jnp.float32),
+        n_labels_history=jnp.full((b, config.max_iter), -1, jnp.int32),
     )
     state = lax.while_loop(cond, body, state)
     return CNNResult(
-        labels=state.labels[0],
+        labels=state.labels,
         n_iter=state.i,
         n_labels=state.n_labels,
-        converged=state.converged,
+        converged=state.stop == _MIN_LABELS,
         loss_history=state.loss_history,
         n_labels_history=state.n_labels_history,
+        stop_reason=state.stop,
     )
 
 
-@jax.jit(static_argnames=("config",))
-def _segment(image, key, config):
-    return _fit(image, key, None, config)
+_segment_batch = jax.jit(
+    _fit_batch, static_argnames=("config", "n_segments", "progress", "progress_every")
+)
 
 
-@jax.jit(static_argnames=("config",))
-def _segment_batch(images, keys, mask, config):
-    return jax.vmap(_fit, in_axes=(0, 0, None if mask is None else 0, None))(
-        images, keys, mask, config
-    )
+# --- input checks --------------------------------------------------------------------------
 
 
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def _check_images(images, batch_rank: int, what: str):
-    rank = batch_rank + 3
+def _as_images(images, batch_rank: int, what: str) -> jax.Array:
+    """RGB float32 images in [0, 1] from float [0, 1] or uint8 (/255) input, [..., h, w] grey
+    (repeated to RGB) or [..., h, w, 4] RGBA (alpha dropped)."""
+    if images is None:
+        raise ValueError(f"{what} is None")
     shape = jnp.shape(images)
-    if len(shape) != rank or shape[-1] != 3:
-        dims = "[b, h, w, 3]" if batch_rank else "[h, w, 3]"
-        raise ValueError(f"{what} must have shape {dims} (RGB), got shape {shape}")
-    if not jnp.issubdtype(jnp.result_type(images), jnp.floating):
+    dims = "[b, h, w, 3]" if batch_rank else "[h, w, 3]"
+    if len(shape) == batch_rank + 2:
+        images = jnp.repeat(jnp.asarray(images)[..., None], 3, axis=-1)
+    elif len(shape) != batch_rank + 3 or shape[-1] not in (3, 4):
         raise ValueError(
-            f"{what} must be floating point in [0, 1], got dtype {jnp.result_type(images)} "
-            "(divide uint8 images by 255)"
+            f"{what} must have shape {dims} (RGB; grey {dims[:-4]}] and RGBA also accepted), "
+            f"got shape {shape}"
         )
+    elif shape[-1] == 4:
+        images = jnp.asarray(images)[..., :3]
+    shape = jnp.shape(images)
+    if shape[-3] == 0 or shape[-2] == 0:
+        raise ValueError(f"{what} is empty ({shape[-3]}x{shape[-2]} pixels)")
     if shape[-3] < 3 or shape[-2] < 3:
         raise ValueError(f"{what} must be at least 3x3 pixels, got {shape[-3]}x{shape[-2]}")
-    if _is_concrete(images) and not np.all(np.isfinite(np.asarray(images))):
-        raise ValueError(f"{what} contains NaN or infinite values")
+    dtype = jnp.result_type(images)
+    if dtype == jnp.uint8:
+        return jnp.asarray(images, jnp.float32) / 255.0
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{what} must be float in [0, 1] or uint8, got dtype {dtype}")
+    if _is_concrete(images):
+        values = np.asarray(images)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{what} contains NaN or infinite values")
+        if values.min() < 0 or values.max() > 1:
+            raise ValueError(
+                f"float {what} must be in [0, 1], got values in [{values.min()}, "
+                f"{values.max()}] (divide 0..255 images by 255, or pass uint8)"
+            )
+    return jnp.asarray(images, jnp.float32)
 
 
-def segment(image: jax.Array, key: jax.Array, config: Config | None = None) -> CNNResult:
-    """Fit the CNN to one image [h, w, 3] float in [0, 1] (h, w >= 3) and return its labels.
+def _check_key(key, what: str):
+    if key is None:
+        raise ValueError(f"{what} is None: pass a jax.random.key (e.g. jax.random.key(0))")
 
-    Jitted with ``config`` static: images of one shape and config share one compilation.
+
+def _check_mask(mask, shape):
+    if jnp.shape(mask) != shape or jnp.result_type(mask) != jnp.bool_:
+        raise ValueError(
+            f"mask must be bool with shape {shape}, got {jnp.result_type(mask)} {jnp.shape(mask)}"
+        )
+    if _is_concrete(mask):
+        m = np.asarray(mask)
+        rows, cols = m.any(axis=2).sum(axis=1), m.any(axis=1).sum(axis=1)
+        if np.any(rows < 3) or np.any(cols < 3):
+            raise ValueError("every image's mask must cover at least 3x3 pixels")
+
+
+def _segment_bound(segments, shape, mask, n_segments) -> int:
+    """Check superpixel labels [b, h, w] and return the static bound on their ids."""
+    if jnp.shape(segments) != shape or not jnp.issubdtype(jnp.result_type(segments), jnp.integer):
+        raise ValueError(
+            f"segments must be integer superpixel labels of shape {shape}, got "
+            f"{jnp.result_type(segments)} {jnp.shape(segments)}"
+        )
+    if not _is_concrete(segments):
+        if n_segments is None:
+            raise ValueError("traced segments need a static n_segments (> every id)")
+        return int(n_segments)
+    values = np.asarray(segments)
+    if mask is not None:
+        values = np.where(np.asarray(mask), values, 0)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or (n_segments is not None and high >= n_segments):
+        raise ValueError(
+            f"segment ids must be in [0, n_segments={n_segments}) on valid pixels, got "
+            f"[{low}, {high}]"
+        )
+    # A power of two: batches with similar superpixel counts share a compilation.
+    return int(n_segments) if n_segments is not None else 1 << math.ceil(math.log2(high + 1))
+
+
+def _check_scribbles(scribbles, shape, mask, n_channels) -> jax.Array:
+    if jnp.shape(scribbles) != shape or not jnp.issubdtype(jnp.result_type(scribbles), jnp.integer):
+        raise ValueError(
+            f"scribbles must be an integer map of shape {shape} (class ids, {UNSCRIBBLED} for "
+            f"none), got {jnp.result_type(scribbles)} {jnp.shape(scribbles)}"
+        )
+    if _is_concrete(scribbles):
+        values = np.asarray(scribbles)
+        if mask is not None:
+            values = np.where(np.asarray(mask), values, UNSCRIBBLED)
+        classes = np.unique(values[values != UNSCRIBBLED])
+        if classes.size == 0:
+            raise ValueError(
+                "scribbles has no scribbled pixel: pass scribbles=None to run unguided"
+            )
+        if classes[0] < 0 or classes[-1] >= n_channels:
+            raise ValueError(
+                f"scribble classes must be in [0, n_channels={n_channels}) (or {UNSCRIBBLED} for "
+                f"none), got classes {classes[0]}..{classes[-1]}"
+            )
+    return jnp.asarray(scribbles, jnp.int32)
+
+
+def _check_progress(progress, progress_every):
+    if progress is not None and (not callable(progress) or progress_every < 1):
+        raise ValueError(
+            f"progress must be callable and progress_every >= 1, got {progress!r}, {progress_every}"
+        )
+
+
+# --- public entry points -------------------------------------------------------------------
+
+
+def segment(
+    image: jax.Array,
+    key: jax.Array,
+    config: Config | None = None,
+    *,
+    segments: jax.Array | None = None,
+    n_segments: int | None = None,
+    scribbles: jax.Array | None = None,
+    progress: Progress | None = None,
+    progress_every: int = 10,
+) -> CNNResult:
+    """Fit the CNN to one image and return its labels: ``segment_batch`` of a batch of one.
+
+    image: [h, w, 3] float in [0, 1] or uint8 (h, w >= 3); [h, w] grey and [h, w, 4] RGBA
+    (alpha dropped) are accepted. segments: optional [h, w] int superpixel labels (refinement).
+    scribbles: optional [h, w] scribble map (see ``segment_batch``).
+    progress: as ``segment_batch`` (arrays of one element). Jitted with ``config`` static:
+    images of one shape and config share one compilation.
     """
-    config = Config() if config is None else config
-    _check_images(image, 0, "image")
-    return _segment(jnp.asarray(image, jnp.float32), key, config)
+    _check_key(key, "key")
+    image = _as_images(image, 0, "image")
+    batch_segments = None if segments is None else jnp.asarray(segments)[None]
+    result = segment_batch(
+        image[None],
+        jnp.asarray(key)[None],
+        config,
+        segments=batch_segments,
+        n_segments=n_segments,
+        scribbles=None if scribbles is None else jnp.asarray(scribbles)[None],
+        progress=progress,
+        progress_every=progress_every,
+    )
+    return jax.tree.map(lambda x: x[0], result)
 
 
 def segment_batch(
@@ -388,6 +641,11 @@ def segment_batch(
     config: Config | None = None,
     *,
     mask: jax.Array | None = None,
+    segments: jax.Array | None = None,
+    n_segments: int | None = None,
+    scribbles: jax.Array | None = None,
+    progress: Progress | None = None,
+    progress_every: int = 10,
 ) -> CNNResult:
     """Fit one CNN per image of images [b, h, w, 3]; keys [b] (one per image).
 
@@ -395,28 +653,52 @@ def segment_batch(
     image stays fixed while others continue). Images of different sizes are padded to a common
     [h, w] (see ``pad_batch``) with ``mask`` [b, h, w] True on real pixels: padded pixels are
     out of the loss, the BatchNorm statistics and the label count, and an image placed top-left
-    gets the same result as alone. Portrait and landscape images may instead share a bucket by
-    transposing (``image.transpose(1, 0, 2)``, labels transposed back); that is a valid but
-    different fit, since the learnt filters are not transpose-symmetric. Returns a CNNResult with
-    a leading [b] axis; labels on padded pixels are meaningless.
+    gets the same fit as alone up to float rounding (see README: the argmax feedback amplifies
+    it). Portrait and landscape images may instead share a bucket by transposing; that is a
+    valid but different fit, since the learnt filters are not transpose-symmetric.
+
+    segments: optional [b, h, w] int superpixel labels (e.g. SLIC), >= 0 on valid pixels: each
+    pixel's cross-entropy target becomes its superpixel's majority label (Kanezaki 2018).
+    ``n_segments`` (static) bounds the ids; None: the next power of two above the largest id.
+
+    scribbles: optional [b, h, w] int scribble map (Kim et al. 2020's interactive mode): class
+    c in 0..n_channels-1 on scribbled pixels, ``UNSCRIBBLED`` (255) elsewhere; scribbled pixels
+    are pulled toward channel c (``Config.scribble_weight``), so a region grown from class c's
+    scribble gets label c. An image without scribbles is fitted unguided.
+
+    progress: optional ``progress(iteration, n_labels [b], loss [b])`` called from the device
+    loop (``jax.debug.callback``) every ``progress_every`` iterations while any image runs;
+    stopped images report their final values. None compiles no callback. The callable is a
+    static argument: reuse one object to reuse the compilation.
+
+    Images: float in [0, 1] or uint8; [b, h, w] grey and [b, h, w, 4] RGBA are accepted.
+    Returns a CNNResult with a leading [b] axis; labels on padded pixels are meaningless.
     """
     config = Config() if config is None else config
-    _check_images(images, 1, "images")
-    b, h, w, _ = jnp.shape(images)
+    _check_key(keys, "keys")
+    images = _as_images(images, 1, "images")
+    b, h, w, _ = images.shape
     if jnp.shape(keys)[:1] != (b,):
         raise ValueError(f"keys must have a leading axis of {b} (one per image), got {keys.shape}")
     if mask is not None:
-        if jnp.shape(mask) != (b, h, w) or jnp.result_type(mask) != jnp.bool_:
-            raise ValueError(
-                f"mask must be bool with shape {(b, h, w)}, got {jnp.result_type(mask)} "
-                f"{jnp.shape(mask)}"
-            )
-        if _is_concrete(mask):
-            m = np.asarray(mask)
-            rows, cols = m.any(axis=2).sum(axis=1), m.any(axis=1).sum(axis=1)
-            if np.any(rows < 3) or np.any(cols < 3):
-                raise ValueError("every image's mask must cover at least 3x3 pixels")
-    return _segment_batch(jnp.asarray(images, jnp.float32), keys, mask, config)
+        _check_mask(mask, (b, h, w))
+    if segments is not None:
+        n_segments = _segment_bound(segments, (b, h, w), mask, n_segments)
+        segments = jnp.asarray(segments, jnp.int32)
+    if scribbles is not None:
+        scribbles = _check_scribbles(scribbles, (b, h, w), mask, config.n_channels)
+    _check_progress(progress, progress_every)
+    return _segment_batch(
+        images,
+        keys,
+        mask,
+        segments,
+        scribbles,
+        config,
+        n_segments,
+        progress,
+        int(progress_every),
+    )
 
 
 def pad_batch(images, shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -446,18 +728,23 @@ def pad_batch(images, shape: tuple[int, int] | None = None) -> tuple[np.ndarray,
 # --- dataset (reference-image) mode --------------------------------------------------------
 
 
-@jax.jit(static_argnames=("config", "batch_size", "updates_per_batch"))
-def _train_dataset(images, key, mask, config, batch_size, updates_per_batch):
+@jax.jit(static_argnames=("config", "batch_size", "updates_per_batch", "progress", "every"))
+def _train_dataset(images, key, mask, config, batch_size, updates_per_batch, progress, every):
     optimizer = config.make_optimizer()
     params = init(key, config)
-    grad_fn = jax.grad(lambda p, x, m: loss_and_labels(p, x, m, config.mu)[0])
+    loss_fn = jax.value_and_grad(
+        lambda p, x, m: loss_and_labels(p, x, m, config.mu, mu_schedule=config.mu_schedule),
+        has_aux=True,
+    )
 
     def step(t, carry):
         params, opt_state = carry
         start = (t // updates_per_batch) * batch_size
         batch = lax.dynamic_slice_in_dim(images, start, batch_size)
         batch_mask = None if mask is None else lax.dynamic_slice_in_dim(mask, start, batch_size)
-        grads = grad_fn(params, batch, batch_mask)
+        (loss, (_, n_labels)), grads = loss_fn(params, batch, batch_mask)
+        if progress is not None:
+            _every(t + 1, every, progress, n_labels, loss)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
@@ -474,6 +761,8 @@ def train_dataset(
     batch_size: int = 1,
     updates_per_batch: int | None = None,
     mask: jax.Array | None = None,
+    progress: Progress | None = None,
+    progress_every: int = 10,
 ) -> Params:
     """Train one network on many images [n, h, w, 3] (the authors' reference-image mode).
 
@@ -481,12 +770,15 @@ def train_dataset(
     the remaining ``n % batch_size`` images when ``batch_size`` does not divide n (every image
     is used), each batch used for ``updates_per_batch`` (default ``config.max_iter``) updates,
     with BatchNorm statistics and the loss over the whole batch. No early stopping;
-    ``min_labels`` is unused. Resize images to one shape first (they used 224x224 and mu 5) or
-    pad them with ``pad_batch`` and pass its ``mask``. Apply the result with ``apply``.
+    ``min_labels`` and the ``stop_change`` rule are unused. Resize images to one shape first
+    (they used 224x224 and mu 5) or pad them with ``pad_batch`` and pass its ``mask``. Apply the
+    result with ``apply``; keep it with ``save_params``. ``progress(update, n_labels [], loss [])``
+    is called every ``progress_every`` updates (the current batch's label count and loss).
     """
     config = Config() if config is None else config
-    _check_images(images, 1, "images")
-    n = jnp.shape(images)[0]
+    _check_key(key, "key")
+    images = _as_images(images, 1, "images")
+    n = images.shape[0]
     updates_per_batch = config.max_iter if updates_per_batch is None else updates_per_batch
     if not 1 <= batch_size <= n or updates_per_batch < 1:
         raise ValueError(
@@ -494,10 +786,10 @@ def train_dataset(
             f"batch_size={batch_size}, updates_per_batch={updates_per_batch}"
         )
     if mask is not None and (
-        jnp.shape(mask) != jnp.shape(images)[:3] or jnp.result_type(mask) != jnp.bool_
+        jnp.shape(mask) != images.shape[:3] or jnp.result_type(mask) != jnp.bool_
     ):
-        raise ValueError(f"mask must be bool with shape {jnp.shape(images)[:3]}")
-    images = jnp.asarray(images, jnp.float32)
+        raise ValueError(f"mask must be bool with shape {images.shape[:3]}")
+    _check_progress(progress, progress_every)
     n_missing = -n % batch_size
     if n_missing:
         # The last batch is filled up with all-masked images, which the loss and the
@@ -505,7 +797,9 @@ def train_dataset(
         mask = jnp.ones(images.shape[:3], bool) if mask is None else jnp.asarray(mask)
         images = jnp.pad(images, ((0, n_missing), (0, 0), (0, 0), (0, 0)))
         mask = jnp.pad(mask, ((0, n_missing), (0, 0), (0, 0)))
-    return _train_dataset(images, key, mask, config, batch_size, updates_per_batch)
+    return _train_dataset(
+        images, key, mask, config, batch_size, updates_per_batch, progress, int(progress_every)
+    )
 
 
 @jax.jit
@@ -514,7 +808,7 @@ def _apply(params, image):
 
 
 def apply(params: Params, image: jax.Array) -> jax.Array:
-    """Labels [h, w] int32 of a trained network for image [h, w, 3]: one forward pass,
-    BatchNorm with the image's own statistics (as the authors' test loop)."""
-    _check_images(image, 0, "image")
-    return _apply(params, jnp.asarray(image, jnp.float32))
+    """Labels [h, w] int32 of a trained network for image [h, w, 3] (float in [0, 1] or uint8;
+    grey and RGBA accepted): one forward pass, BatchNorm with the image's own statistics (as the
+    authors' test loop)."""
+    return _apply(params, _as_images(image, 0, "image"))

@@ -6,6 +6,9 @@ Rows: per-iteration seconds (median over repeats) on a full BSDS image for jaxse
 PyTorch peer (same layers, Xavier init, loss, optimiser and schedule, float32, training-mode
 BatchNorm, same thread count), achieved FLOP/s against the machine's peak, and batched
 throughput (image-iterations per second) of `segment_batch` for several batch sizes.
+Optional: per-image vs dataset mode (--cnn_compare_images), and how far float rounding carries
+the labels of an image fitted in a padded batch from its labels fitted alone
+(--cnn_agreement_iters).
 """
 
 import dataclasses
@@ -52,6 +55,15 @@ _COMPARE_UPDATES = flags.DEFINE_integer(
 _COMPARE_BATCH = flags.DEFINE_integer("cnn_compare_batch", 4, "Dataset mode: training batch size.")
 _COMPARE_MU = flags.DEFINE_float(
     "cnn_compare_dataset_mu", 5.0, "Dataset mode: mu (demo_ref's stepsize_con default is 5)."
+)
+_AGREEMENT = flags.DEFINE_list(
+    "cnn_agreement_iters",
+    [],
+    "Iteration counts at which to compare the labels of the sample images fitted alone, padded "
+    "in one batch, and padded alone (e.g. 1,2,5,10,20; empty: skip).",
+)
+_AGREEMENT_SCALE = flags.DEFINE_float(
+    "cnn_agreement_scale", 0.5, "Image side scale of the sample images in the agreement rows."
 )
 _PEAK = flags.DEFINE_float(
     "cnn_peak_gflops",
@@ -261,6 +273,84 @@ def _compare_modes(config: cnn.Config) -> list[dict]:
     return rows
 
 
+def _agreement(config: cnn.Config) -> list[dict]:
+    """Label agreement and ARI with the fit alone, per iteration, on the sample images.
+
+    The same per-image keys and parameters in three modes: alone (no mask), padded in one
+    batch of all samples (vmap, masked), padded alone (a batch of one, same canvas). Iteration
+    k's labels are the argmax of the k-th forward pass, i.e. ``segment`` with ``max_iter=k``.
+    """
+    import jax.numpy as jnp
+    import optax
+    from sklearn.metrics import adjusted_rand_score
+
+    scale = _AGREEMENT_SCALE.value
+    samples = data.load_dataset("samples")
+    images = []
+    for i in range(len(samples)):
+        h, w, _ = samples[i].image.shape
+        images.append(_resize(samples[i].image, (round(w * scale), round(h * scale))))
+    checkpoints = sorted(map(int, _AGREEMENT.value))
+    optimizer = config.make_optimizer()
+
+    def step(params, state, x, m):
+        (loss, (labels, _)), grads = jax.value_and_grad(cnn.loss_and_labels, has_aux=True)(
+            params, x, m, config.mu
+        )
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, labels[0], loss
+
+    alone_step = jax.jit(lambda p, s, x: step(p, s, x, None))
+    one_step = jax.jit(step)
+    batch_step = jax.jit(jax.vmap(step))
+    keys = jax.random.split(jax.random.key(0), len(images))
+    padded, mask = cnn.pad_batch(images)
+    params = [cnn.init(k, config) for k in keys]
+    alone = [(p, optimizer.init(p)) for p in params]
+    one = list(alone)
+    batch = jax.tree.map(lambda *x: jnp.stack(x), *params)
+    batch = (batch, jax.vmap(optimizer.init)(batch))
+    rows = []
+    for t in range(1, checkpoints[-1] + 1):
+        *batch, batch_labels, batch_loss = batch_step(*batch, padded[:, None], mask[:, None])
+        scores = {"batch": [], "padded_alone": []}
+        loss_rel = []
+        for i, image in enumerate(images):
+            h, w, _ = image.shape
+            *alone[i], labels, loss = alone_step(*alone[i], image[None])
+            *one[i], one_labels, _ = one_step(*one[i], padded[i : i + 1], mask[i : i + 1])
+            ref = np.asarray(labels).ravel()
+            loss_rel.append(abs(float(batch_loss[i]) / float(loss) - 1))
+            for mode, other in (("batch", batch_labels[i]), ("padded_alone", one_labels)):
+                other = np.asarray(other[:h, :w]).ravel()
+                scores[mode].append((np.mean(other == ref), adjusted_rand_score(ref, other)))
+        if t in checkpoints:
+            for mode, values in scores.items():
+                agree, ari = np.asarray(values).T
+                rows.append(
+                    {
+                        "method": f"agreement {mode} vs alone",
+                        "peer": "alone",
+                        "iteration": t,
+                        "scale": scale,
+                        "label_agreement_mean": float(agree.mean()),
+                        "label_agreement_min": float(agree.min()),
+                        "ari_mean": float(ari.mean()),
+                        "ari_min": float(ari.min()),
+                        "loss_rel_diff_max": float(max(loss_rel)),
+                    }
+                )
+    print(f"\nlabel agreement with the fit alone, {len(images)} samples at scale {scale}")
+    print(f"{'mode':<34}{'iter':>5}{'agree':>8}{'min':>7}{'ARI':>7}{'min':>7}{'loss rel':>10}")
+    for r in rows:
+        print(
+            f"{r['method']:<34}{r['iteration']:>5}{r['label_agreement_mean']:>8.3f}"
+            f"{r['label_agreement_min']:>7.3f}{r['ari_mean']:>7.3f}{r['ari_min']:>7.3f}"
+            f"{r['loss_rel_diff_max']:>10.1e}"
+        )
+    return rows
+
+
 def _row(method, peer, times, flops, peak, **extra):
     median = float(np.median(times))
     row = {"method": method, "peer": peer, "median_s": median, "times_s": times, **extra}
@@ -315,4 +405,6 @@ def run(out_dir: Path) -> list[dict]:
         )
     if _COMPARE.value:
         rows += _compare_modes(base)
+    if _AGREEMENT.value:
+        rows += _agreement(base)
     return rows
