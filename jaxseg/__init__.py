@@ -18,6 +18,7 @@ _SUBMODULES = (
     "cnn",
     "config",
     "data",
+    "dfc",
     "distributed",
     "download",
     "edges",

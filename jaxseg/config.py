@@ -25,7 +25,7 @@ from jaxseg import pipeline
 __all__ = ["GROUPS", "RunConfig", "define_flags", "flag_fields", "from_flags", "label_settings"]
 
 # --help shows the flags in these groups, in this order.
-GROUPS = ("data", "methods", "cnn", "execution", "output", "distributed")
+GROUPS = ("data", "methods", "cnn", "cnn_refined", "execution", "output", "distributed")
 
 _ALIASES = {"all": pipeline.METHODS + pipeline.VARIANTS, "paper": pipeline.METHODS}
 
@@ -205,11 +205,13 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, list[
     for name, field, value, group in flag_fields(RunConfig):
         owner = _owner(field, hints_cache)
         tp, _ = _optional(owner[field.name])
-        preset_leaf = name.startswith("cnn_") and name != "cnn_mode"
+        config_leaf = field in dataclasses.fields(pipeline.cnn.Config)
         help = field.metadata.get("help") or f"jaxseg.cnn.Config.{field.name}."
-        default = None if preset_leaf else value
-        if preset_leaf:
+        default = None if config_leaf else value
+        if config_leaf and name.startswith("cnn_"):
             help += f" (default: the preset's; paper: {value})"
+        elif config_leaf:
+            help += f" (default: {value})"
         choices = field.metadata.get("choices")
         if "parse" in field.metadata:
             help += f" Choices: {', '.join(choices)}." if choices else ""
@@ -256,7 +258,15 @@ def from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> RunConfig:
             if value is not None or cls is not pipeline.cnn.Config:
                 kwargs[field.name] = value
         if cls is pipeline.cnn.Config:
-            return dataclasses.replace(_PRESETS[flag_values["cnn_preset"].value](), **kwargs)
+            # `cnn` starts from --cnn_preset, any other CNN tree (`refined`) from its default.
+            base = (
+                _PRESETS[flag_values["cnn_preset"].value]()
+                if prefix == "cnn_"
+                else _default(
+                    next(f for f in dataclasses.fields(pipeline.Options) if f.name == prefix[:-1])
+                )
+            )
+            return dataclasses.replace(base, **kwargs)
         return cls(**kwargs)
 
     try:

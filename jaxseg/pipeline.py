@@ -10,6 +10,9 @@ Methods (`METHODS`, the paper's five, and `VARIANTS`, the ablations of its resea
   cnn_ce       the CNN with the similarity (cross-entropy) loss only: mu = 0 (paper Figure 1).
   kmeans_xy, gmm_xy   K-means / GMM with each pixel's (row, col), scaled to [0, 1], appended to
                its colour at weight `XY_WEIGHT` (does spatial position help the clusterings?).
+  cnn_refined  jaxseg's recommended CNN: SLIC superpixels refine the CNN's targets (Kanezaki
+               2018), DynaSeg's dynamic continuity weight, a convergence stop (`RefinedCNN`).
+  cnn_refined_kmeans   cnn_refined, then K-means on its mean-colour image (as the ensembles).
 
 A method resolves to a plan (`plan`): a tuple of hashable stage specs (`Cluster`, `FitCNN`,
 `ApplyCNN`, `Recluster`), each a pure function of the batch and the previous stage's labels.
@@ -50,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import cnn, features, gmm, kmeans
+from jaxseg import cnn, features, gmm, kmeans, slic
 
 __all__ = [
     "CNN_MODES",
@@ -65,6 +68,7 @@ __all__ = [
     "Options",
     "Prepared",
     "Recluster",
+    "RefinedCNN",
     "Segmentation",
     "colour_size",
     "execute",
@@ -78,7 +82,7 @@ __all__ = [
 ]
 
 METHODS = ("kmeans", "gmm", "cnn", "cnn_kmeans", "gmm_kmeans")
-VARIANTS = ("cnn_ce", "kmeans_xy", "gmm_xy")
+VARIANTS = ("cnn_ce", "kmeans_xy", "gmm_xy", "cnn_refined", "cnn_refined_kmeans")
 
 # Weight of the (row, col) features of the `kmeans_xy` / `gmm_xy` variants, relative to colour
 # in [0, 1]: of 0.25, 0.5, 1 and 2, the best mean covering and PRI of K-means on 10 BSDS500
@@ -123,6 +127,32 @@ class Options:
     cnn: cnn.Config = dataclasses.field(
         default_factory=cnn.Config.paper, metadata={"help": "The CNN's settings.", "group": "cnn"}
     )
+    refined: cnn.Config = dataclasses.field(
+        default_factory=lambda: cnn.Config.refined(),  # `cnn` is a field here
+        metadata={"help": "cnn_refined's CNN settings.", "group": "cnn_refined"},
+    )
+    superpixels: int = dataclasses.field(
+        default=1200,
+        metadata={
+            "help": "cnn_refined: SLIC superpixels (n_segments) of the image shrunk by "
+            "refined_scale.",
+            "group": "cnn_refined",
+        },
+    )
+    compactness: float = dataclasses.field(
+        default=10.0,
+        metadata={
+            "help": "cnn_refined: SLIC compactness (scikit-image's units).",
+            "group": "cnn_refined",
+        },
+    )
+    refined_scale: float = dataclasses.field(
+        default=0.5,
+        metadata={
+            "help": "cnn_refined works on the image scaled by this (labels scaled back up).",
+            "group": "cnn_refined",
+        },
+    )
 
     def __post_init__(self):
         if self.space not in SPACES:
@@ -135,8 +165,16 @@ class Options:
             raise ValueError(
                 f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}"
             )
-        if not isinstance(self.cnn, cnn.Config):
-            raise ValueError(f"cnn must be a jaxseg.cnn.Config, got {type(self.cnn).__name__}")
+        for name in ("cnn", "refined"):
+            if not isinstance(getattr(self, name), cnn.Config):
+                kind = type(getattr(self, name)).__name__
+                raise ValueError(f"{name} must be a jaxseg.cnn.Config, got {kind}")
+        if self.superpixels < 1:
+            raise ValueError(f"superpixels must be >= 1, got {self.superpixels}")
+        if not (np.isfinite(self.compactness) and self.compactness > 0):
+            raise ValueError(f"compactness must be finite and > 0, got {self.compactness}")
+        if not 0 < self.refined_scale <= 1:
+            raise ValueError(f"refined_scale must be in (0, 1], got {self.refined_scale}")
 
 
 class Segmentation(NamedTuple):
@@ -308,6 +346,50 @@ class ApplyCNN:
 
 
 @dataclasses.dataclass(frozen=True)
+class RefinedCNN:
+    """The recommended CNN (`cnn_refined`): SLIC superpixels (`jaxseg.slic`) and the CNN fitted
+    with each pixel's target the majority label of its superpixel (Kanezaki 2018), on the image
+    shrunk by `options.refined_scale`; the final labels are refined the same way and scaled
+    back up (nearest). Settings: `options.refined` (a `cnn.Config`, `Config.refined()` by
+    default), `options.superpixels` and `options.compactness`."""
+
+    options: Options
+
+    @property
+    def bound(self) -> int:
+        return self.options.refined.n_channels
+
+    def colours(self, n_colours: int | None) -> None:
+        return None
+
+    def __call__(self, images, mask, keys, labels=None, *, n_colours=None, params=None):
+        del labels, n_colours, params
+        config, scale = self.options.refined, self.options.refined_scale
+        b, h, w = mask.shape
+        hs, ws = max(3, round(h * scale)), max(3, round(w * scale))
+        small = jax.image.resize(_float(images), (b, hs, ws, 3), "linear", antialias=True)
+        rows = ((jnp.arange(hs) + 0.5) * h / hs).astype(jnp.int32)
+        cols = ((jnp.arange(ws) + 0.5) * w / ws).astype(jnp.int32)
+        small_mask = mask[:, rows][:, :, cols]
+        superpixels = slic.segment_batch(
+            jnp.clip(small, 0, 1),
+            n_segments=self.options.superpixels,
+            compactness=self.options.compactness,
+            mask=small_mask,
+        ).labels
+        _, n_segments = slic.grid_shape(hs, ws, self.options.superpixels, masked=True)
+        fit = cnn.segment_batch(
+            small, keys, config, mask=small_mask, segments=superpixels, n_segments=n_segments
+        )
+        refined = jax.vmap(
+            lambda lab, seg, m: cnn.refine_labels(lab, seg, n_segments, config.n_channels, m)
+        )(fit.labels, superpixels, small_mask)
+        up_rows = jnp.minimum((jnp.arange(h) * hs) // h, hs - 1)
+        up_cols = jnp.minimum((jnp.arange(w) * ws) // w, ws - 1)
+        return _consecutive(refined[:, up_rows][:, :, up_cols], mask, self.bound)
+
+
+@dataclasses.dataclass(frozen=True)
 class Recluster:
     """The ensembles' second stage: K-means of the previous stage's mean-colour image.
 
@@ -374,6 +456,8 @@ _PLANS = {
     "cnn_ce": lambda k, o, m: (_cnn(dataclasses.replace(o.cnn, mu=0.0), m),),
     "kmeans_xy": lambda k, o, m: (Cluster("kmeans", k, _xy(o)),),
     "gmm_xy": lambda k, o, m: (Cluster("gmm", k, _xy(o)),),
+    "cnn_refined": lambda k, o, m: (RefinedCNN(o),),
+    "cnn_refined_kmeans": lambda k, o, m: _then_kmeans(RefinedCNN(o), k, o),
 }
 
 
