@@ -119,6 +119,9 @@ class _Executor:
         self.batch_size = config.batch_size
         self.params: dict[cnn.Config, Any] = {}
         self._fns: dict = {}
+        # (host stage, image shape) pairs run before: the first run of each compiles the
+        # stage's jitted parts (boundary cues, watershed).
+        self.host_seen: set[tuple] = set()
 
     def call(self, stage, n_colours, images, mask, keys, labels=None):
         """(Segmentation, seconds, compiled now) of `stage` on a batch ([n, ...] arrays).
@@ -267,8 +270,11 @@ def _process(items, run_dir, executor, config, all_units) -> None:
                 continue
             try:
                 labels = None if labels is None else it.prepared.restore(labels)
-                ucm2, host_seconds = None, 0.0
+                ucm2, host_seconds, host_compiled = None, 0.0, False
                 if unit.host is not None:
+                    seen = (unit.host, it.sample.image.shape)
+                    host_compiled = seen not in executor.host_seen
+                    executor.host_seen.add(seen)
                     start = time.perf_counter()
                     ucm2 = unit.host(
                         it.sample.image, _host_key(config.seed, it.index, unit), labels
@@ -284,7 +290,7 @@ def _process(items, run_dir, executor, config, all_units) -> None:
                     labels,
                     int(n_clusters),
                     seconds + host_seconds,
-                    compiled,
+                    compiled or host_compiled,
                     len(items),
                     ucm2,
                 )
@@ -382,8 +388,9 @@ def _draw(
     run_dir: RunDir, all_units: list[Unit], sample: data.Sample, *, only_missing: bool
 ) -> None:
     """Draws the panel (the image, then each finished unit's and the first annotation's
-    borders over it, captioned with their segment counts) and any missing picture, from the
-    label maps on disk."""
+    borders over it, captioned with their segment counts; a hierarchy at three levels: half
+    its labels' threshold t, t, and halfway from t to 1) and any missing picture, from the
+    label maps and ucm2 files on disk."""
     image_id = sample.image_id
     tiles = [("image", sample.image)]
     for unit in all_units:
@@ -400,7 +407,15 @@ def _draw(
             drawn = visualize.pictures(sample.image, labels)
             for kind in missing:
                 run_dir.write_image(run_dir.picture_path(kind, unit.name, image_id), drawn[kind])
-        tiles.append(_panel_tile(sample.image, labels, unit.name))
+        record = run_dir.read_record(unit.name, image_id)
+        ucm_path = run_dir.ucm_path(unit.name, image_id)
+        if record is None or record.threshold is None or not ucm_path.exists():
+            tiles.append(_panel_tile(sample.image, labels, unit.name))
+            continue
+        ucm2, t = read_ucm(ucm_path), record.threshold
+        for level, name in ((t / 2, "fine"), (t, "labels"), ((1 + t) / 2, "coarse")):
+            cut = labels if level == t else hierarchy.labels_at(ucm2, level)
+            tiles.append(_panel_tile(sample.image, cut, f"{unit.name} {name} (t={level:.2f})"))
     if sample.ground_truth:
         caption = f"annotation 1 of {len(sample.ground_truth)}"
         tiles.append(_panel_tile(sample.image, sample.ground_truth[0], caption))

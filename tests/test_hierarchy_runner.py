@@ -4,10 +4,15 @@ tests/test_runner.py, checked against `python -m jaxseg.evaluate` on the saved f
 import numpy as np
 import pytest
 import scipy.io
-from test_runner import _cli, _config, bsds, compilation_cache  # noqa: F401 - fixtures
+import test_runner
+from test_runner import _cli, _config
 
 from jaxseg import hierarchy, pipeline, report, rundir, runner
 from jaxseg.summary import Summary
+
+# The tiny dataset and the shared compilation cache of test_runner (fixtures).
+bsds = test_runner.bsds
+compilation_cache = test_runner.compilation_cache
 
 METHODS = ("kmeans", "ucm", "kmeans_ucm")
 HIERARCHIES = ("ucm", "kmeans_ucm")
@@ -15,7 +20,7 @@ TRAIN = ("100", "22090", "3096")
 
 
 @pytest.fixture(scope="module")
-def hier_run(bsds, tmp_path_factory):  # noqa: F811
+def hier_run(bsds, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hier")
     cfg = _config(bsds, method=METHODS)
     return cfg, workdir, runner.run(cfg, workdir)
@@ -44,6 +49,8 @@ def test_ucm2_files_are_valid_and_labels_are_their_ods_cut(hier_run):
             np.testing.assert_array_equal(labels, hierarchy.labels_at(ucm2, ods))
             assert record.n_clusters == labels.max() + 1
             assert len(record.ucm_region_stats["index"]) == 99
+            assert len(record.boundary_stats["thresholds"]) == 99
+    assert all((workdir / "panels" / f"{image_id}.png").is_file() for image_id in TRAIN)
     # The image's labels were split into segments and merged: the finest cut refines them.
     flat = rundir.read_labels(run_dir.labels_path("kmeans", "3096"))
     fine = hierarchy.labels_at(rundir.read_ucm(run_dir.ucm_path("kmeans_ucm", "3096")), 0.0)
@@ -51,7 +58,7 @@ def test_ucm2_files_are_valid_and_labels_are_their_ods_cut(hier_run):
     assert len(np.unique(pairs[0])) == pairs.shape[1]  # each fine region inside one label
 
 
-def test_summary_agrees_with_the_evaluate_command(hier_run, bsds, tmp_path):  # noqa: F811
+def test_summary_agrees_with_the_evaluate_command(hier_run, bsds, tmp_path):
     _, workdir, summary = hier_run
     gt = bsds / "BSDS500" / "groundTruth" / "train"
     for unit in HIERARCHIES:
@@ -85,7 +92,7 @@ def test_summary_agrees_with_the_evaluate_command(hier_run, bsds, tmp_path):  # 
         np.testing.assert_allclose(_floats(out / "eval_bdry.txt"), expected, rtol=2e-6, atol=1e-6)
 
 
-def test_boundary_f_of_a_flat_method_agrees_with_the_evaluate_command(hier_run, bsds, tmp_path):  # noqa: F811
+def test_boundary_f_of_a_flat_method_agrees_with_the_evaluate_command(hier_run, bsds, tmp_path):
     _, workdir, summary = hier_run
     b = summary.boundary["kmeans"]
     assert b.n_images == 3 and b.thresholds == [1.0]
@@ -135,7 +142,9 @@ def test_resume_reads_the_records_back(hier_run):
     assert again.hierarchies == summary.hierarchies and again.boundary == summary.boundary
 
 
-def test_hierarchy_failure_is_pinned_on_its_image_and_unit(bsds, tmp_path, monkeypatch):  # noqa: F811
+def test_hierarchy_failure_is_pinned_on_its_image_and_unit_and_nthresh_is_a_setting(
+    bsds, tmp_path, monkeypatch
+):
     original = hierarchy.hierarchical_segmentation
 
     def portrait_fails(image, key, **options):
@@ -144,10 +153,12 @@ def test_hierarchy_failure_is_pinned_on_its_image_and_unit(bsds, tmp_path, monke
         return original(image, key, **options)
 
     monkeypatch.setattr(pipeline.hierarchy, "hierarchical_segmentation", portrait_fails)
-    summary = runner.run(_config(bsds, method=("kmeans", "ucm")), tmp_path)
+    summary = runner.run(_config(bsds, method=("kmeans", "ucm"), nthresh=9), tmp_path)
     assert [(f.image_id, f.unit) for f in summary.failures] == [("22090", "ucm")]
     assert "RuntimeError: boom" in summary.failures[0].error
     assert summary.hierarchies["ucm"].n_images == 2
+    assert summary.hierarchies["ucm"].thresholds == pytest.approx(np.arange(1, 10) / 10)
+    assert len(summary.boundary["ucm"].thresholds) == 9
     assert summary.boundary["kmeans"].n_images == 3
 
 
