@@ -511,8 +511,9 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
 def _cut_at_ods(run_dir: RunDir, dataset: data.Dataset, all_units: list[Unit]) -> None:
     """Cuts every hierarchy at its unit's ODS covering threshold over the directory's records:
     rewrites the label map, its pictures and the record's metrics (threshold, per-image
-    metrics), then the image's panel. Records already at that threshold are left alone. A
-    failure leaves the record as it was (logged)."""
+    metrics), then the image's panel. Records already at that threshold are left alone; a unit
+    without ground truth keeps `DEFAULT_THRESHOLD`. A failure leaves the record as it was
+    (logged)."""
     records = run_dir.records()
     ods = {name: b.ods_covering_threshold for name, b in hierarchy_benchmarks(records).items()}
     redraw = set()
@@ -530,7 +531,9 @@ def _cut_at_ods(run_dir: RunDir, dataset: data.Dataset, all_units: list[Unit]) -
             for kind, picture in visualize.pictures(sample.image, labels).items():
                 path = run_dir.picture_path(kind, record.unit, record.image_id)
                 run_dir.write_image(path, picture)
-            scores = metrics.image_metrics(labels, sample.ground_truth)
+            scores = (
+                metrics.image_metrics(labels, sample.ground_truth) if sample.ground_truth else None
+            )
         except Exception as error:  # noqa: BLE001 - the record stays as it was
             _log.warning("cannot cut %s of %s: %s", record.unit, record.image_id, error)
             continue
