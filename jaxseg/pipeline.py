@@ -14,8 +14,18 @@ Methods (`METHODS`, the paper's five, and `VARIANTS`, the ablations of its resea
                2018), DynaSeg's dynamic continuity weight, a convergence stop (`RefinedCNN`).
   cnn_refined_kmeans   cnn_refined, then K-means on its mean-colour image (as the ensembles).
 
+Hierarchies (`HIERARCHIES`: a second, merging stage; does it improve the first?) end in the
+host stage `Hierarchize`, which turns an image (and the labels before it) into a `ucm2`:
+
+  ucm          the whole pipeline of `hierarchy.hierarchical_segmentation` (boundary cues,
+               watershed regions, greedy merging).
+  kmeans_ucm, gmm_ucm, cnn_ucm, cnn_refined_ucm   the method's labels, split into
+               4-connected segments, merged by the same rule (`hierarchy.hierarchy_from_labels`,
+               same strength and features).
+
 A method resolves to a plan (`plan`): a tuple of hashable stage specs (`Cluster`, `FitCNN`,
-`ApplyCNN`, `Recluster`), each a pure function of the batch and the previous stage's labels.
+`ApplyCNN`, `Recluster`), each a pure function of the batch and the previous stage's labels,
+and at most one final host stage (`Hierarchize`, NumPy, one image at a time, `is_host`).
 `segment_batch` executes a plan; the runner executes the same plans stage by stage (sharing the
 output of a common prefix, e.g. between `cnn` and `cnn_kmeans`). Adding a method is one entry
 in `_PLANS`.
@@ -46,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -53,11 +64,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import cnn, features, gmm, kmeans, slic
+from jaxseg import cnn, edges, features, gmm, hierarchy, kmeans, slic
 
 __all__ = [
     "CNN_MODES",
     "COVARIANCE_TYPES",
+    "HIERARCHIES",
     "METHODS",
     "SPACES",
     "VARIANTS",
@@ -65,13 +77,16 @@ __all__ = [
     "ApplyCNN",
     "Cluster",
     "FitCNN",
+    "Hierarchize",
     "Options",
     "Prepared",
     "Recluster",
     "RefinedCNN",
     "Segmentation",
     "colour_size",
+    "device_stages",
     "execute",
+    "is_host",
     "plan",
     "prepare",
     "segment",
@@ -83,6 +98,7 @@ __all__ = [
 
 METHODS = ("kmeans", "gmm", "cnn", "cnn_kmeans", "gmm_kmeans")
 VARIANTS = ("cnn_ce", "kmeans_xy", "gmm_xy", "cnn_refined", "cnn_refined_kmeans")
+HIERARCHIES = ("ucm", "kmeans_ucm", "gmm_ucm", "cnn_ucm", "cnn_refined_ucm")
 
 # Weight of the (row, col) features of the `kmeans_xy` / `gmm_xy` variants, relative to colour
 # in [0, 1]: of 0.25, 0.5, 1 and 2, the best mean covering and PRI of K-means on 10 BSDS500
@@ -430,7 +446,60 @@ class Recluster:
         return _consecutive(new_labels.reshape(b, h, w), mask, self.bound)
 
 
-Stage = Cluster | FitCNN | ApplyCNN | Recluster
+# The merging options of `hierarchy.hierarchical_segmentation`, with its defaults, so that
+# `Hierarchize(from_labels=True)` merges exactly as the `ucm` method does.
+_MERGE_OPTIONS = ("feature_weight", "size_scale", "size_power", "level_scale", "count_weight")
+_HIERARCHY_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(hierarchy.hierarchical_segmentation).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Hierarchize:
+    """Host stage: one image's `ucm2` `[2h + 1, 2w + 1]` float64 in [0, 1) (NumPy heap merging,
+    so it runs outside jit, after the device stages, on the image in its own orientation).
+
+    `from_labels=False`: `hierarchy.hierarchical_segmentation` of the image. `from_labels=True`:
+    the previous stage's labels, split into 4-connected segments, merged by the same cost
+    (`hierarchy.hierarchy_from_labels` on the oriented boundary strength of `edges.boundary_cues`,
+    with the pixels' Lab / 100 and one-hot textons times `texton_weight` as region features, and
+    `hierarchical_segmentation`'s merging defaults). `key` seeds the texton K-means.
+    """
+
+    from_labels: bool
+
+    def __call__(self, image: np.ndarray, key: jax.Array, labels=None) -> np.ndarray:
+        if not self.from_labels:
+            return hierarchy.hierarchical_segmentation(image, key).ucm2
+        if labels is None:
+            raise ValueError("Hierarchize(from_labels=True) needs the previous stage's labels")
+        cues = edges.boundary_cues(image, key)
+        rgb = np.asarray(features._check_rgb(image, rank=3))
+        h, w, _ = rgb.shape
+        lab = np.asarray(features.colour_features(rgb.reshape(-1, 3), space="lab"))
+        textons = np.asarray(cues.textons)
+        one_hot = np.eye(int(textons.max()) + 1)[textons] * _HIERARCHY_DEFAULTS["texton_weight"]
+        return hierarchy.hierarchy_from_labels(
+            np.asarray(labels),
+            np.asarray(cues.oriented),
+            np.concatenate([lab.reshape(h, w, 3), one_hot], axis=-1),
+            **{name: _HIERARCHY_DEFAULTS[name] for name in _MERGE_OPTIONS},
+        )
+
+
+Stage = Cluster | FitCNN | ApplyCNN | Recluster | Hierarchize
+
+
+def is_host(stage) -> bool:
+    """Whether `stage` runs on host, one image at a time, after the device stages."""
+    return isinstance(stage, Hierarchize)
+
+
+def device_stages(stages: Sequence[Stage]) -> tuple[Stage, ...]:
+    """The stages of a plan that run on the device (all but the final host stage)."""
+    return tuple(s for s in stages if not is_host(s))
 
 
 def _then_kmeans(first: Stage, n_clusters, options: Options) -> tuple[Stage, ...]:
@@ -458,6 +527,11 @@ _PLANS = {
     "gmm_xy": lambda k, o, m: (Cluster("gmm", k, _xy(o)),),
     "cnn_refined": lambda k, o, m: (RefinedCNN(o),),
     "cnn_refined_kmeans": lambda k, o, m: _then_kmeans(RefinedCNN(o), k, o),
+    "ucm": lambda k, o, m: (Hierarchize(from_labels=False),),
+    "kmeans_ucm": lambda k, o, m: (Cluster("kmeans", k, o), Hierarchize(from_labels=True)),
+    "gmm_ucm": lambda k, o, m: (Cluster("gmm", k, o), Hierarchize(from_labels=True)),
+    "cnn_ucm": lambda k, o, m: (_cnn(o.cnn, m), Hierarchize(from_labels=True)),
+    "cnn_refined_ucm": lambda k, o, m: (RefinedCNN(o), Hierarchize(from_labels=True)),
 }
 
 
@@ -471,7 +545,7 @@ def plan(
     """The stages `method` runs, in order (hashable).
 
     Args:
-      method: one of `METHODS + VARIANTS`.
+      method: one of `METHODS + VARIANTS + HIERARCHIES`.
       n_clusters: K of K-means / GMM (of the K-means stage for the ensembles), or "elbow".
       options: `Options`; None: the defaults.
       cnn_mode: "per-image" (`FitCNN`) or "dataset" (`ApplyCNN`, which needs trained params).
@@ -506,7 +580,10 @@ def execute(
     n_colours: int | None = None,
     params: Any = None,
 ) -> Segmentation:
-    """Runs a plan's stages on a batch (pure: jit it with `stages` and `n_colours` static)."""
+    """Runs a plan's device stages on a batch (pure: jit it with `stages` and `n_colours`
+    static)."""
+    if any(is_host(s) for s in stages):
+        raise ValueError("execute runs device stages only; the runner runs the host stage")
     result = None
     for i, stage in enumerate(stages):
         result = stage(
@@ -679,7 +756,11 @@ def segment_images(
     """Segments images of any shapes (host function), batching those that share a bucket
     (`Prepared.bucket`). Returns one label map [h_i, w_i] int32 per image, in order."""
     opts = _options(options)
-    plan(method, n_clusters, opts)  # checks method and n_clusters before any work
+    # Checks method and n_clusters before any work.
+    if any(is_host(s) for s in plan(method, n_clusters, opts)):
+        raise ValueError(
+            f"method {method!r} gives a hierarchy (ucm2), not labels: run it with jaxseg.runner"
+        )
     if len(keys) != len(images):
         raise ValueError(f"need one key per image: {len(keys)} keys, {len(images)} images")
     prepared = [prepare(image, pad_multiple=pad_multiple) for image in images]

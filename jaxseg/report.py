@@ -2,7 +2,8 @@
 
 `write(run_dir, summary)` turns a run's `jaxseg.summary.Summary` into `report.md` (one function
 per section) and `summary.png`: the bar chart of the scores (the paper's "graph below", drawn with
-Pillow), or for a run without ground truth a contact sheet of segment borders.
+Pillow), or for a run without ground truth a contact sheet of segment borders; and, when
+boundaries were scored, `pr.png`: the boundary precision-recall curve of every method.
 Rebuild them from a run directory's summary.json:
 
   python -m jaxseg.report RUN_DIR      (or the console script: jaxseg-report RUN_DIR)
@@ -29,9 +30,12 @@ __all__ = [
     "PAPER_TABLE_7_2",
     "PAPER_TABLE_7_3",
     "PAPER_TABLE_7_4",
+    "PUBLISHED_BOUNDARY",
+    "PUBLISHED_REGIONS",
     "bar_chart",
     "contact_sheet",
     "main",
+    "pr_chart",
     "render",
     "write",
 ]
@@ -64,6 +68,19 @@ PAPER_TABLE_7_4 = {  # BSDS300 mean
 # Kim, Kanezaki & Tanaka (2020), BSDS500 test: their CNN's mIoU, and a one-segment blank image.
 KIM2020_MIOU = {"all": 0.3050, "fine": 0.2592, "coarse": 0.3739}
 KIM2020_BLANK = {"all": 0.0458, "fine": 0.0249, "coarse": 0.1001}
+
+# Published BSDS500 *test split* results, for orientation only (we tune and report on train /
+# val): covering, PRI, VOI as (ODS, OIS) (Arbeláez et al. 2011, Table 2; Isola et al. 2014).
+PUBLISHED_REGIONS = {
+    "Felzenszwalb-Huttenlocher (6 scales)": ((0.528, 0.571), (0.801, 0.823), (1.941, 1.801)),
+    "gPb-owt-ucm (learned cue weights)": ((0.588, 0.647), (0.827, 0.856), (1.690, 1.475)),
+    "PMI (Isola et al. 2014)": ((0.61, 0.66), (0.83, 0.86), (1.58, 1.42)),
+}
+# Boundary F on the BSDS500 test split: name -> (ODS F, OIS F, AP) (None: not a curve).
+PUBLISHED_BOUNDARY = {
+    "human": (0.80, None, None),
+    "gPb-owt-ucm": (0.73, 0.76, 0.73),
+}
 
 _TABLE_IMAGE = "3096"  # the image of Tables 7.1 / 7.2
 _PAPER_ORDER = ("gmm", "cnn", "kmeans", "cnn_kmeans", "gmm_kmeans")  # Table 7.3's columns
@@ -254,6 +271,81 @@ def _region_benchmark(summary: Summary) -> list[str]:
     return ["## ODS / OIS over the K candidates", "", *_table(header, rows), ""]
 
 
+def _hierarchies(summary: Summary) -> list[str]:
+    if not summary.hierarchies:
+        return []
+    rows = [
+        [
+            f"`{name}`",
+            str(h.n_images),
+            f"{h.ods_covering:.3f} (t={h.ods_covering_threshold:.2f})",
+            f"{h.ois_covering:.3f}",
+            f"{h.best_covering:.3f}",
+            f"{h.ods_pri:.3f}",
+            f"{h.ois_pri:.3f}",
+            f"{h.ods_voi:.3f}",
+            f"{h.ois_voi:.3f}",
+        ]
+        for name, h in summary.hierarchies.items()
+    ]
+    rows += [
+        [
+            f"{name}, published (BSDS500 test)",
+            "200",
+            f"{c[0]:.3f}",
+            f"{c[1]:.3f}",
+            "",
+            *(f"{v:.3f}" for pair in (pri, voi) for v in pair),
+        ]
+        for name, (c, pri, voi) in PUBLISHED_REGIONS.items()
+    ]
+    header = ["method", "images", "covering ODS", "OIS", "best", "PRI ODS", "OIS", "VOI ODS"]
+    n = len(next(iter(summary.hierarchies.values())).thresholds)
+    return [
+        "## Hierarchies: ODS / OIS over the ucm2 thresholds",
+        "",
+        *_table([*header, "OIS"], rows),
+        "",
+        f"Each hierarchy (`ucm2/<method>/<id>.mat`) is scored at {n} thresholds, as "
+        "`python -m jaxseg.evaluate` scores the same files; its labels, pictures and the "
+        "per-image scores of the other tables are its cut at the covering ODS threshold t. The "
+        "published rows are on the BSDS500 test split, for orientation only.",
+        "",
+    ]
+
+
+def _boundaries(summary: Summary) -> list[str]:
+    if not summary.boundary:
+        return []
+    rows = [
+        [
+            f"`{name}`",
+            str(b.n_images),
+            f"{b.ods_f:.3f}",
+            f"{b.ods_recall:.3f}",
+            f"{b.ods_precision:.3f}",
+            f"{b.ois_f:.3f}",
+            f"{b.ap:.3f}" if len(b.thresholds) > 1 else "–",
+        ]
+        for name, b in summary.boundary.items()
+    ]
+    rows += [
+        [f"{name}, published (BSDS500 test)", "200", f"{f:.2f}", "", "", _fmt(ois, 2), _fmt(ap, 2)]
+        for name, (f, ois, ap) in PUBLISHED_BOUNDARY.items()
+    ]
+    return [
+        "## Boundary F",
+        "",
+        *_table(["method", "images", "ODS F", "R", "P", "OIS F", "AP"], rows),
+        "",
+        "The official boundary benchmark (matching within 0.75% of the image diagonal): a flat "
+        "segmentation is one point (ODS = OIS, no AP), a hierarchy a curve over its thresholds.",
+        "",
+        "![precision-recall](pr.png)",
+        "",
+    ]
+
+
 def _compare(summary: Summary, a: str, b: str) -> str:
     """One line comparing methods a and b on every score, with a verdict for a."""
     units = _primary(summary)
@@ -308,6 +400,10 @@ def _research_questions(summary: Summary) -> list[str]:
     ]
     lines += ["", "**3. Does K-means after the CNN or the GMM improve their results?**", ""]
     lines += [_compare(summary, "cnn_kmeans", "cnn"), _compare(summary, "gmm_kmeans", "gmm")]
+    hierarchical = [m for m in ("kmeans", "gmm", "cnn") if f"{m}_ucm" in _primary(summary)]
+    if hierarchical:
+        lines += ["", "A second stage that merges by boundaries instead (`<method>_ucm`, at ODS):"]
+        lines += [_compare(summary, f"{m}_ucm", m) for m in hierarchical]
     lines += [
         "",
         "The paper found the CNN best (0.67), then GMM (0.62), K-means worst (0.39), and both "
@@ -349,6 +445,8 @@ _SECTIONS = (
     _tables_7_1_and_7_2,
     _bsds_scores,
     _region_benchmark,
+    _hierarchies,
+    _boundaries,
     _research_questions,
     _timings,
     _failures,
@@ -407,6 +505,71 @@ def bar_chart(summary: Summary) -> Image.Image:
     return image
 
 
+_CURVE_COLOURS = (
+    (40, 110, 190),
+    (200, 120, 40),
+    (90, 160, 90),
+    (180, 60, 60),
+    (130, 90, 170),
+    (60, 160, 170),
+    (150, 110, 70),
+    (200, 90, 160),
+)
+
+
+def pr_chart(summary: Summary) -> Image.Image:
+    """Boundary precision (y) against recall (x): a curve per hierarchy, a dot per flat method
+    (each unit's ODS point), iso-F lines at 0.1 .. 0.9, and the published BSDS500 test F values
+    listed under the legend (no precision / recall was published for them here)."""
+    size, margin, top = 420, 50, 40
+    width = size + margin + 230
+    image = Image.new("RGB", (width, size + margin + top), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+
+    def xy(recall, precision):
+        return margin + recall * size, top + (1 - precision) * size
+
+    split = f" {summary.dataset.split}" if summary.dataset.split else ""
+    draw.text(
+        (margin, 6), f"Boundary precision-recall: {summary.dataset.name}{split}", fill="black"
+    )
+    for f in np.arange(0.1, 1.0, 0.1):  # iso-F: p = f r / (2 r - f)
+        r = np.linspace(f / 2 + 1e-3, 1, 60)
+        draw.line(
+            [xy(a, b) for a, b in zip(r, f * r / (2 * r - f), strict=True) if b <= 1],
+            fill=(225, 225, 225),
+        )
+    draw.rectangle([xy(0, 1), xy(1, 0)], outline="black")
+    for tick in np.linspace(0, 1, 6):
+        draw.text((xy(tick, 0)[0] - 8, top + size + 4), f"{tick:.1f}", fill="black", font=font)
+        draw.text((margin - 28, xy(0, tick)[1] - 6), f"{tick:.1f}", fill="black", font=font)
+    draw.text((margin + size // 2 - 20, top + size + 20), "recall", fill="black", font=font)
+    draw.text((4, top - 16), "precision", fill="black", font=font)
+    legend_y = top
+    for i, (name, b) in enumerate(summary.boundary.items()):
+        colour = _CURVE_COLOURS[i % len(_CURVE_COLOURS)]
+        points = [xy(r, p) for r, p in zip(b.recall, b.precision, strict=True) if r > 0 or p > 0]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        x, y = xy(b.ods_recall, b.ods_precision)
+        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
+        label = f"{name}: F {b.ods_f:.3f}"
+        draw.rectangle(
+            [size + margin + 12, legend_y, size + margin + 24, legend_y + 12], fill=colour
+        )
+        draw.text((size + margin + 30, legend_y), label, fill="black", font=font)
+        legend_y += 18
+    for name, (f, *_) in PUBLISHED_BOUNDARY.items():
+        legend_y += 4
+        draw.text(
+            (size + margin + 12, legend_y), f"published F {f:.2f}: {name}", fill="grey", font=font
+        )
+        legend_y += 14
+    draw.text((size + margin + 12, legend_y + 4), "(BSDS500 test; grey iso-F)", fill="grey")
+    return image
+
+
 def contact_sheet(run_dir: RunDir, summary: Summary, *, max_images: int = 12) -> Image.Image:
     """For runs without ground truth: the first images' overlays (borders over the image) of
     the first method, in rows of four, titled with what they show."""
@@ -433,6 +596,8 @@ def write(run_dir: RunDir | str | os.PathLike, summary: Summary) -> None:
     scored = any(unit.mean for unit in summary.units)
     chart = bar_chart(summary) if scored else contact_sheet(run_dir, summary)
     run_dir.write_image(run_dir.root / "summary.png", chart)
+    if summary.boundary:
+        run_dir.write_image(run_dir.root / "pr.png", pr_chart(summary))
 
 
 def main(argv: Sequence[str]) -> int:

@@ -5,13 +5,16 @@
   color/<unit>/<id>.png    each segment painted in its mean colour (derived from labels)
   segments/<unit>/<id>.png each segment in a colour of its own (derived from labels)
   overlays/<unit>/<id>.png segment borders drawn over the image (derived from labels)
+  ucm2/<unit>/<id>.mat     a hierarchy's ultrametric contour map, variable `ucm2`: double
+                           [2h + 1, 2w + 1] in [0, 1] (BSDS 'doubleSize'); its labels/ are its
+                           cut at the record's `threshold`
   panels/<id>.png          image | every unit | the first annotation (derived from labels)
   records/<unit>/<id>.json `Record`: written last, atomically; its presence marks the
                            (image, unit) done
   failed/<unit>/<id>.json  `Failure` of an (image, unit) that failed (retried on the next run)
   config.json              the label settings; a rerun must keep them
-  metrics.csv, timings.csv, summary.json, report.md, summary.png   the summary of every
-                           record in the directory
+  metrics.csv, timings.csv, summary.json, report.md, summary.png, pr.png   the summary of
+                           every record in the directory
   .lock                    held (fcntl.flock) by the run writing into the directory
 
 Every file is written to `.<name>.<pid>.tmp` and renamed, so a kill leaves no partial file
@@ -31,9 +34,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.io
 from PIL import Image
 
-__all__ = ["Failure", "Record", "RunDir", "read_labels"]
+from jaxseg import boundary
+
+__all__ = [
+    "Failure",
+    "Record",
+    "RunDir",
+    "boundary_stats_from_row",
+    "boundary_stats_to_row",
+    "read_labels",
+    "read_ucm",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +61,13 @@ class Record:
       n_clusters: labels in the label map.
       metrics: `metrics.image_metrics`, or None without ground truth.
       region_stats: `metrics.region_stats_to_row` (runs with several K), else None.
+      threshold: a hierarchy's cut that gave the label map and `metrics` (first a default,
+        then the run's ODS threshold); None for a flat segmentation.
+      ucm_region_stats: a hierarchy's region statistics at `metrics.ucm_thresholds(nthresh)`:
+        {"rows": the distinct cuts' `metrics.region_stats_to_row`, "index": [nthresh] the row
+        of each threshold}; else None.
+      boundary_stats: `boundary_stats_to_row` of the label map (one threshold, 1) or of the
+        hierarchy (the ucm thresholds); None without ground truth.
       seconds: the batch's wall time for the unit's stages divided by its images.
       batch_size: images in that batch; compiled: whether a stage compiled in that call.
     """
@@ -62,13 +83,34 @@ class Record:
     seconds: float
     batch_size: int
     compiled: bool
+    threshold: float | None = None
+    ucm_region_stats: dict[str, Any] | None = None
+    boundary_stats: dict[str, list[float]] | None = None
 
     @classmethod
     def from_json(cls, obj: dict) -> Record:
-        names = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(obj, dict) or set(obj) != names:
+        """Parses a record; the fields with defaults may be missing (older run directories)."""
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
+        required = {f.name for f in fields if f.default is dataclasses.MISSING}
+        if not isinstance(obj, dict) or not required <= set(obj) <= names:
             raise ValueError(f"not a record: keys {sorted(obj) if isinstance(obj, dict) else obj}")
         return cls(**obj)
+
+
+def boundary_stats_to_row(stats: boundary.BoundaryStats) -> dict[str, list[float]]:
+    """`stats` as JSON lists, one per field."""
+    return {name: np.asarray(value).tolist() for name, value in stats._asdict().items()}
+
+
+def boundary_stats_from_row(row: dict[str, list[float]]) -> boundary.BoundaryStats:
+    """Inverse of `boundary_stats_to_row` (raises ValueError for a malformed row)."""
+    if set(row) != set(boundary.BoundaryStats._fields):
+        raise ValueError(f"not boundary stats: keys {sorted(row)}")
+    return boundary.BoundaryStats(
+        np.asarray(row["thresholds"], np.float64),
+        *(np.asarray(row[name], np.int64) for name in boundary.BoundaryStats._fields[1:]),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +151,9 @@ class RunDir:
     def panel_path(self, image_id: str) -> Path:
         return self.root / "panels" / f"{image_id}.png"
 
+    def ucm_path(self, unit: str, image_id: str) -> Path:
+        return self.root / "ucm2" / unit / f"{image_id}.mat"
+
     # ------------------------------------------------------------------ writing
 
     def write(self, path: Path, write: Callable[[Path], Any]) -> None:
@@ -135,6 +180,11 @@ class RunDir:
     def write_labels(self, unit: str, image_id: str, labels: np.ndarray) -> None:
         dtype = np.uint8 if labels.max(initial=0) < 256 else np.uint16
         self.write_image(self.labels_path(unit, image_id), labels.astype(dtype))
+
+    def write_ucm(self, unit: str, image_id: str, ucm2: np.ndarray) -> None:
+        """Writes `ucm2` (float64, as the official files hold it) to `ucm2/<unit>/<id>.mat`."""
+        ucm2 = np.asarray(ucm2, np.float64)
+        self.write(self.ucm_path(unit, image_id), lambda tmp: _savemat(tmp, ucm2))
 
     def write_csv(self, path: Path, header: list[str], rows: list[list]) -> None:
         def write(tmp):
@@ -207,6 +257,16 @@ class RunDir:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_ucm(path: str | os.PathLike) -> np.ndarray:
+    """The `ucm2` of a file written by `RunDir.write_ucm`, float64 `[2h + 1, 2w + 1]`."""
+    return np.asarray(scipy.io.loadmat(path)["ucm2"], np.float64)
+
+
+def _savemat(path: Path, ucm2: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: savemat would append .mat to the tmp name
+        scipy.io.savemat(f, {"ucm2": ucm2})
 
 
 def _read(path: Path, parse):

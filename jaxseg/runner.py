@@ -8,9 +8,19 @@ ground truth and writes the run directory (`jaxseg.rundir`) and its summary (`ja
 `jaxseg.report`).
 
 The runner executes `pipeline.plan`s stage by stage, so units whose plans share a prefix
-(`cnn` and `cnn_kmeans`) compute it once per batch. Image i's key is `fold_in(PRNGKey(seed), i)`
-with i its index in the sorted dataset, so labels do not depend on batch size, padding, devices
-or resumption, and equal `pipeline.segment`'s for that key.
+(`cnn` and `cnn_kmeans`) compute it once per batch. A plan's host stage (`pipeline.Hierarchize`)
+then runs per image on the image and its labels in their own orientation, with the key of its
+index in the plan; its `ucm2` is written to `ucm2/<unit>/<id>.mat`, scored at the
+`config.nthresh` official thresholds (region statistics and boundary counts, in the record),
+and cut at `DEFAULT_THRESHOLD` for the label map. When the summary is built, every hierarchy is
+cut again at its unit's ODS covering threshold (`_cut_at_ods`: labels, pictures, panel and the
+record's per-image metrics rewritten; idempotent), so the per-unit means of a hierarchy are
+those of its ODS labels. Every method's labels (a hierarchy: its curve) get boundary counts
+(`boundary.boundary_stats`) against the annotations' boundaries.
+
+Image i's key is `fold_in(PRNGKey(seed), i)` with i its index in the sorted dataset, so labels
+do not depend on batch size, padding, devices or resumption, and equal `pipeline.segment`'s
+for that key.
 
 Resumable: finished (image, unit) pairs are skipped and their missing derived pictures redrawn.
 A failure (an unreadable image, an error in a stage or a metric) is recorded for that (image,
@@ -21,6 +31,7 @@ of the dataset; the main process holds the lock and writes the summary after a b
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -32,12 +43,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import cnn, data, distributed, metrics, pipeline, report, visualize
+from jaxseg import boundary, cnn, data, distributed, hierarchy, metrics, pipeline, report, visualize
 from jaxseg import config as config_lib
-from jaxseg.rundir import Failure, Record, RunDir, read_labels
-from jaxseg.summary import Summary, build, metric_rows, order, timing_rows
+from jaxseg.rundir import (
+    Failure,
+    Record,
+    RunDir,
+    boundary_stats_to_row,
+    read_labels,
+    read_ucm,
+)
+from jaxseg.summary import Summary, build, hierarchy_benchmarks, metric_rows, order, timing_rows
 
-__all__ = ["Unit", "open_dataset", "run", "units"]
+__all__ = ["DEFAULT_THRESHOLD", "Unit", "open_dataset", "run", "units"]
+
+# The cut of a hierarchy's labels until the summary knows the unit's ODS threshold.
+DEFAULT_THRESHOLD = 0.5
 
 _log = logging.getLogger("jaxseg.runner")
 
@@ -49,6 +70,11 @@ class Unit(NamedTuple):
     k: int | str | None
     name: str
     plan: tuple
+
+    @property
+    def host(self):
+        """The plan's final host stage (`pipeline.Hierarchize`), or None."""
+        return self.plan[-1] if pipeline.is_host(self.plan[-1]) else None
 
 
 def units(config: config_lib.RunConfig) -> list[Unit]:
@@ -93,6 +119,9 @@ class _Executor:
         self.batch_size = config.batch_size
         self.params: dict[cnn.Config, Any] = {}
         self._fns: dict = {}
+        # (host stage, image shape) pairs run before: the first run of each compiles the
+        # stage's jitted parts (boundary cues, watershed).
+        self.host_seen: set[tuple] = set()
 
     def call(self, stage, n_colours, images, mask, keys, labels=None):
         """(Segmentation, seconds, compiled now) of `stage` on a batch ([n, ...] arrays).
@@ -170,13 +199,14 @@ def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: in
     out: dict[str, Any] = {}
     for unit in todo:
         seconds, compiled, result = 0.0, False, None
+        stages = pipeline.device_stages(unit.plan)
         try:
-            for i in range(len(unit.plan)):
-                prefix = unit.plan[: i + 1]
+            for i in range(len(stages)):
+                prefix = stages[: i + 1]
                 if prefix not in done:
                     try:
                         done[prefix] = executor.call(
-                            unit.plan[i],
+                            stages[i],
                             n_colours,
                             images,
                             mask,
@@ -191,6 +221,9 @@ def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: in
                 seconds, compiled = seconds + more, compiled or now
         except Exception as error:  # noqa: BLE001
             out[unit.name] = error
+            continue
+        if result is None:  # a plan of a host stage only
+            out[unit.name] = ([(None, 0)] * len(items), 0.0, False)
             continue
         labels, n_clusters = np.asarray(result.labels), np.asarray(result.n_clusters)
         _log.info(
@@ -236,34 +269,101 @@ def _process(items, run_dir, executor, config, all_units) -> None:
             if unit not in it.units:
                 continue
             try:
+                labels = None if labels is None else it.prepared.restore(labels)
+                ucm2, host_seconds, host_compiled = None, 0.0, False
+                if unit.host is not None:
+                    seen = (unit.host, it.sample.image.shape)
+                    host_compiled = seen not in executor.host_seen
+                    executor.host_seen.add(seen)
+                    start = time.perf_counter()
+                    ucm2 = unit.host(
+                        it.sample.image, _host_key(config.seed, it.index, unit), labels
+                    )
+                    host_seconds = time.perf_counter() - start
+                    labels = hierarchy.labels_at(ucm2, DEFAULT_THRESHOLD)
+                    n_clusters = labels.max() + 1
                 _save(
                     run_dir,
                     config,
                     it,
                     unit,
-                    it.prepared.restore(labels),
+                    labels,
                     int(n_clusters),
-                    seconds,
-                    compiled,
+                    seconds + host_seconds,
+                    compiled or host_compiled,
                     len(items),
+                    ucm2,
                 )
             except Exception as error:  # noqa: BLE001
                 _fail(run_dir, unit.name, it.sample.image_id, error)
 
 
+def _host_key(seed: int, index: int, unit: Unit) -> jax.Array:
+    """The key of image `index`'s host stage: `stage_keys` at the stage's index in the plan."""
+    return pipeline.stage_keys(_image_keys(seed, [index]), len(unit.plan) - 1)[0]
+
+
+def _gt_boundaries(ground_truth) -> list[np.ndarray]:
+    """The annotations' boundary maps as the official benchmark builds them from segmentations
+    (`thin(seg_boundaries(.))`, equal to the stored `Boundaries` of the official files)."""
+    return [boundary.thin(boundary.seg_boundaries(g)) for g in ground_truth]
+
+
+def _ucm_scores(ucm2: np.ndarray, ground_truth, nthresh: int) -> tuple[dict, dict]:
+    """(region statistics at the `nthresh` official thresholds as {"index": [nthresh] row of
+    each threshold, "rows": distinct `region_stats_to_row`s}, boundary counts of the curve).
+    A cut depends only on the ucm2 levels at or below it: equal cuts are scored once."""
+    thresholds = metrics.ucm_thresholds(nthresh)
+    levels = np.unique(ucm2)
+    rows: list[dict] = []
+    seen: dict[int, int] = {}
+    index = []
+    for t in thresholds:
+        cut = int(np.searchsorted(levels, t, side="right"))
+        if cut not in seen:
+            seg = metrics.ucm_segmentation(ucm2, t)
+            stats = metrics.region_stats(seg, ground_truth, official_labels=True)
+            seen[cut] = len(rows)
+            rows.append(metrics.region_stats_to_row(stats))
+        index.append(seen[cut])
+    maps = boundary.threshold_maps(boundary.ucm_boundary_map(ucm2), thresholds)
+    bdry = boundary.boundary_stats(maps, _gt_boundaries(ground_truth), thresholds=thresholds)
+    return {"index": index, "rows": rows}, boundary_stats_to_row(bdry)
+
+
 def _save(
-    run_dir: RunDir, config, item: _Item, unit: Unit, labels, n_clusters, seconds, compiled, batch
+    run_dir: RunDir,
+    config,
+    item: _Item,
+    unit: Unit,
+    labels,
+    n_clusters,
+    seconds,
+    compiled,
+    batch,
+    ucm2=None,
 ) -> None:
-    """Writes one (image, unit)'s label map, rendering and, last, its record."""
+    """Writes one (image, unit)'s ucm2 (a hierarchy), label map, rendering and, last, its
+    record."""
     sample = item.sample
+    if ucm2 is not None:
+        run_dir.write_ucm(unit.name, sample.image_id, ucm2)
     run_dir.write_labels(unit.name, sample.image_id, labels)
     for kind, picture in visualize.pictures(sample.image, labels).items():
         run_dir.write_image(run_dir.picture_path(kind, unit.name, sample.image_id), picture)
-    scores = stats = None
+    scores = stats = ucm_stats = bdry = None
     if sample.ground_truth:
         scores = metrics.image_metrics(labels, sample.ground_truth)
-        if len(config.k) > 1 and unit.k is not None:
-            stats = metrics.region_stats_to_row(metrics.region_stats(labels, sample.ground_truth))
+        if ucm2 is not None:
+            ucm_stats, bdry = _ucm_scores(ucm2, sample.ground_truth, config.nthresh)
+        else:
+            edges = boundary.seg_boundaries(labels)
+            gt = _gt_boundaries(sample.ground_truth)
+            bdry = boundary_stats_to_row(boundary.boundary_stats([edges], gt))
+            if len(config.k) > 1 and unit.k is not None:
+                stats = metrics.region_stats_to_row(
+                    metrics.region_stats(labels, sample.ground_truth)
+                )
     run_dir.write_record(
         Record(
             sample.image_id,
@@ -277,6 +377,9 @@ def _save(
             seconds,
             batch,
             compiled,
+            None if ucm2 is None else DEFAULT_THRESHOLD,
+            ucm_stats,
+            bdry,
         )
     )
 
@@ -285,8 +388,9 @@ def _draw(
     run_dir: RunDir, all_units: list[Unit], sample: data.Sample, *, only_missing: bool
 ) -> None:
     """Draws the panel (the image, then each finished unit's and the first annotation's
-    borders over it, captioned with their segment counts) and any missing picture, from the
-    label maps on disk."""
+    borders over it, captioned with their segment counts; a hierarchy at three levels: half
+    its labels' threshold t, t, and halfway from t to 1) and any missing picture, from the
+    label maps and ucm2 files on disk."""
     image_id = sample.image_id
     tiles = [("image", sample.image)]
     for unit in all_units:
@@ -303,7 +407,15 @@ def _draw(
             drawn = visualize.pictures(sample.image, labels)
             for kind in missing:
                 run_dir.write_image(run_dir.picture_path(kind, unit.name, image_id), drawn[kind])
-        tiles.append(_panel_tile(sample.image, labels, unit.name))
+        record = run_dir.read_record(unit.name, image_id)
+        ucm_path = run_dir.ucm_path(unit.name, image_id)
+        if record is None or record.threshold is None or not ucm_path.exists():
+            tiles.append(_panel_tile(sample.image, labels, unit.name))
+            continue
+        ucm2, t = read_ucm(ucm_path), record.threshold
+        for level, name in ((t / 2, "fine"), (t, "labels"), ((1 + t) / 2, "coarse")):
+            cut = labels if level == t else hierarchy.labels_at(ucm2, level)
+            tiles.append(_panel_tile(sample.image, cut, f"{unit.name} {name} (t={level:.2f})"))
     if sample.ground_truth:
         caption = f"annotation 1 of {len(sample.ground_truth)}"
         tiles.append(_panel_tile(sample.image, sample.ground_truth[0], caption))
@@ -385,6 +497,7 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
         distributed.barrier("jaxseg-runner-config")
         _work(config, dataset, run_dir)
         distributed.barrier("jaxseg-runner-done")
+        _cut_at_ods(run_dir, dataset, units(config))
         records = order(run_dir.records(), list(config.k))
         summary = build(settings, dataset, records, run_dir.failures(), run_dir)
         run_dir.write_csv(run_dir.root / "metrics.csv", *metric_rows(records))
@@ -393,6 +506,45 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
         report.write(run_dir, summary)
         _log.info("wrote %s", run_dir.root / "report.md")
         return summary
+
+
+def _cut_at_ods(run_dir: RunDir, dataset: data.Dataset, all_units: list[Unit]) -> None:
+    """Cuts every hierarchy at its unit's ODS covering threshold over the directory's records:
+    rewrites the label map, its pictures and the record's metrics (threshold, per-image
+    metrics), then the image's panel. Records already at that threshold are left alone; a unit
+    without ground truth keeps `DEFAULT_THRESHOLD`. A failure leaves the record as it was
+    (logged)."""
+    records = run_dir.records()
+    ods = {name: b.ods_covering_threshold for name, b in hierarchy_benchmarks(records).items()}
+    redraw = set()
+    for record in records:
+        threshold = ods.get(record.unit)
+        if threshold is None or record.threshold == threshold:
+            continue
+        try:
+            sample = dataset[record.index]
+            if sample.image_id != record.image_id:
+                raise ValueError(f"dataset image {record.index} is {sample.image_id}")
+            ucm2 = read_ucm(run_dir.ucm_path(record.unit, record.image_id))
+            labels = hierarchy.labels_at(ucm2, threshold)
+            run_dir.write_labels(record.unit, record.image_id, labels)
+            for kind, picture in visualize.pictures(sample.image, labels).items():
+                path = run_dir.picture_path(kind, record.unit, record.image_id)
+                run_dir.write_image(path, picture)
+            scores = (
+                metrics.image_metrics(labels, sample.ground_truth) if sample.ground_truth else None
+            )
+        except Exception as error:  # noqa: BLE001 - the record stays as it was
+            _log.warning("cannot cut %s of %s: %s", record.unit, record.image_id, error)
+            continue
+        run_dir.write_record(
+            dataclasses.replace(
+                record, threshold=threshold, metrics=scores, n_clusters=int(labels.max() + 1)
+            )
+        )
+        redraw.add(record.index)
+    for index in sorted(redraw):
+        _draw(run_dir, all_units, dataset[index], only_missing=False)
 
 
 def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) -> None:
@@ -409,6 +561,7 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
             if not (
                 run_dir.record_path(u.name, image_id).exists()
                 and run_dir.labels_path(u.name, image_id).exists()
+                and (u.host is None or run_dir.ucm_path(u.name, image_id).exists())
             )
         )
         if todo:

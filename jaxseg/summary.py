@@ -15,17 +15,21 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxseg import data, metrics, pipeline
-from jaxseg.rundir import Failure, Record, RunDir, read_labels
+from jaxseg import boundary, data, metrics, pipeline
+from jaxseg.rundir import Failure, Record, RunDir, boundary_stats_from_row, read_labels
 
 __all__ = [
+    "BoundarySummary",
     "ClusterTable",
     "DatasetSummary",
     "FailureSummary",
+    "HierarchySummary",
     "RegionSummary",
     "Summary",
     "UnitSummary",
+    "boundary_benchmarks",
     "build",
+    "hierarchy_benchmarks",
     "metric_rows",
     "order",
     "timing_rows",
@@ -81,6 +85,47 @@ class RegionSummary:
 
 
 @dataclasses.dataclass(frozen=True)
+class HierarchySummary:
+    """ODS / OIS of one hierarchical unit over its ucm2 thresholds (images with ground truth):
+    `metrics.aggregate_region_stats` of the records' `ucm_region_stats`, as `jaxseg.evaluate`
+    computes it from the ucm2 files."""
+
+    n_images: int
+    thresholds: list[float]
+    covering: list[float]
+    ods_covering_threshold: float
+    ods_covering: float
+    ois_covering: float
+    best_covering: float
+    ods_pri_threshold: float
+    ods_pri: float
+    ois_pri: float
+    ods_voi_threshold: float
+    ods_voi: float
+    ois_voi: float
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundarySummary:
+    """Boundary precision / recall of one unit (`boundary.aggregate_boundary_stats`): one point
+    for a flat segmentation (ODS = OIS, AP 0), a curve over the ucm2 thresholds for a
+    hierarchy."""
+
+    n_images: int
+    thresholds: list[float]
+    recall: list[float]
+    precision: list[float]
+    ods_threshold: float
+    ods_recall: float
+    ods_precision: float
+    ods_f: float
+    ois_recall: float
+    ois_precision: float
+    ois_f: float
+    ap: float
+
+
+@dataclasses.dataclass(frozen=True)
 class ClusterTable:
     """Tables 7.1 / 7.2: image 3096's clusters against its coarsest annotation."""
 
@@ -117,6 +162,8 @@ class Summary:
       dataset, device: what ran where (`device`: backend, devices, process_count, jax).
       units: one per unit with a record, in method order.
       region_benchmark: method -> ODS / OIS over its K candidates (runs with several K).
+      hierarchies: hierarchical unit -> ODS / OIS over its ucm2 thresholds.
+      boundary: unit -> boundary precision / recall, ODS / OIS F and AP.
       table_7_3: image id (of the paper's five) -> unit name -> the paper's score.
       cluster_tables: "cnn" / "gmm" -> Tables 7.1 / 7.2.
       failures: (image, unit) pairs that failed and have no record.
@@ -128,6 +175,8 @@ class Summary:
     device: dict[str, Any]
     units: list[UnitSummary]
     region_benchmark: dict[str, RegionSummary]
+    hierarchies: dict[str, HierarchySummary]
+    boundary: dict[str, BoundarySummary]
     table_7_3: dict[str, dict[str, float]]
     cluster_tables: dict[str, ClusterTable]
     failures: list[FailureSummary]
@@ -173,7 +222,7 @@ def _describe(obj) -> str:
 
 
 def _method_order(method: str) -> int:
-    order = pipeline.METHODS + pipeline.VARIANTS
+    order = pipeline.METHODS + pipeline.VARIANTS + pipeline.HIERARCHIES
     return order.index(method) if method in order else len(order)
 
 
@@ -182,7 +231,8 @@ def _k_order(k, ks: list) -> int:
 
 
 def order(records: list[Record], ks: list) -> list[Record]:
-    """Records by image (dataset order), then method (`METHODS + VARIANTS`), then K (`ks`)."""
+    """Records by image (dataset order), then method (`METHODS + VARIANTS + HIERARCHIES`),
+    then K (`ks`)."""
     return sorted(records, key=lambda r: (r.index, _method_order(r.method), _k_order(r.k, ks)))
 
 
@@ -251,6 +301,8 @@ def build(
         },
         units=[_unit(rs) for rs in by_unit.values()],
         region_benchmark=_region_benchmarks(methods, by_unit),
+        hierarchies=hierarchy_benchmarks(records),
+        boundary=boundary_benchmarks(records),
         table_7_3={
             image_id: {
                 name: r.metrics["cluster_iou_mean"]
@@ -329,6 +381,69 @@ def _region_benchmarks(methods: list[str], by_unit: dict[str, list[Record]]) -> 
             ods_voi_k=k_at(bench.ods_voi_threshold),
             ods_voi=float(bench.ods_voi),
             ois_voi=float(bench.ois_voi),
+        )
+    return out
+
+
+def _by_unit(records: list[Record]) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = {}
+    for r in sorted(records, key=lambda r: r.index):
+        out.setdefault(r.unit, []).append(r)
+    return out
+
+
+def hierarchy_benchmarks(records: list[Record]) -> dict[str, HierarchySummary]:
+    """Unit -> region ODS / OIS of its records' `ucm_region_stats` (units that have some)."""
+    out = {}
+    for name, rs in _by_unit(records).items():
+        scored = [r.ucm_region_stats for r in rs if r.ucm_region_stats]
+        if not scored:
+            continue
+        rows = []
+        for stats in scored:
+            distinct = [metrics.region_stats_from_row(row) for row in stats["rows"]]
+            rows.append([distinct[i] for i in stats["index"]])
+        thresholds = metrics.ucm_thresholds(len(rows[0]))
+        bench = metrics.aggregate_region_stats(rows, thresholds)
+        out[name] = HierarchySummary(
+            n_images=len(rows),
+            thresholds=thresholds.tolist(),
+            covering=bench.covering.tolist(),
+            ods_covering_threshold=bench.ods_covering_threshold,
+            ods_covering=bench.ods_covering,
+            ois_covering=bench.ois_covering,
+            best_covering=bench.best_covering,
+            ods_pri_threshold=bench.ods_pri_threshold,
+            ods_pri=bench.ods_pri,
+            ois_pri=bench.ois_pri,
+            ods_voi_threshold=bench.ods_voi_threshold,
+            ods_voi=bench.ods_voi,
+            ois_voi=bench.ois_voi,
+        )
+    return out
+
+
+def boundary_benchmarks(records: list[Record]) -> dict[str, BoundarySummary]:
+    """Unit -> boundary benchmark of its records' `boundary_stats` (units that have some)."""
+    out = {}
+    for name, rs in _by_unit(records).items():
+        stats = [boundary_stats_from_row(r.boundary_stats) for r in rs if r.boundary_stats]
+        if not stats:
+            continue
+        bench = boundary.aggregate_boundary_stats(stats)
+        out[name] = BoundarySummary(
+            n_images=len(stats),
+            thresholds=bench.thresholds.tolist(),
+            recall=bench.recall.tolist(),
+            precision=bench.precision.tolist(),
+            ods_threshold=bench.ods_threshold,
+            ods_recall=bench.ods_recall,
+            ods_precision=bench.ods_precision,
+            ods_f=bench.ods_f,
+            ois_recall=bench.ois_recall,
+            ois_precision=bench.ois_precision,
+            ois_f=bench.ois_f,
+            ap=bench.ap,
         )
     return out
 

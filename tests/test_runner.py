@@ -14,7 +14,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from jaxseg import cnn, config, metrics, pipeline, report, rundir, runner, visualize
+from jaxseg import boundary, cnn, config, metrics, pipeline, report, rundir, runner, visualize
 from jaxseg.summary import Summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,8 @@ def bsds(tmp_path_factory) -> Path:
         coarse = np.where(truth == 3, 1, truth).astype(np.uint16)
         cell = np.empty((1, 2), dtype=object)
         for i, seg in enumerate((truth, coarse)):
-            cell[0, i] = {"Segmentation": seg, "Boundaries": np.zeros_like(seg, np.uint8)}
+            edges = boundary.thin(boundary.seg_boundaries(seg)).astype(np.uint8)
+            cell[0, i] = {"Segmentation": seg, "Boundaries": edges}
         path = root / "BSDS500" / "groundTruth" / split / f"{image_id}.mat"
         path.parent.mkdir(parents=True, exist_ok=True)
         scipy.io.savemat(path, {"groundTruth": cell})
