@@ -147,11 +147,11 @@ class Options:
         default_factory=lambda: cnn.Config.refined(),  # `cnn` is a field here
         metadata={"help": "cnn_refined's CNN settings.", "group": "cnn_refined"},
     )
-    superpixels: int = dataclasses.field(
-        default=1200,
+    superpixel_size: int = dataclasses.field(
+        default=32,
         metadata={
-            "help": "cnn_refined: SLIC superpixels (n_segments) of the image shrunk by "
-            "refined_scale.",
+            "help": "cnn_refined: mean pixels per SLIC superpixel of the image scaled by "
+            "refined_scale (32: ~1200 superpixels on a half-size BSDS image).",
             "group": "cnn_refined",
         },
     )
@@ -185,8 +185,8 @@ class Options:
             if not isinstance(getattr(self, name), cnn.Config):
                 kind = type(getattr(self, name)).__name__
                 raise ValueError(f"{name} must be a jaxseg.cnn.Config, got {kind}")
-        if self.superpixels < 1:
-            raise ValueError(f"superpixels must be >= 1, got {self.superpixels}")
+        if self.superpixel_size < 1:
+            raise ValueError(f"superpixel_size must be >= 1, got {self.superpixel_size}")
         if not (np.isfinite(self.compactness) and self.compactness > 0):
             raise ValueError(f"compactness must be finite and > 0, got {self.compactness}")
         if not 0 < self.refined_scale <= 1:
@@ -366,8 +366,9 @@ class RefinedCNN:
     """The recommended CNN (`cnn_refined`): SLIC superpixels (`jaxseg.slic`) and the CNN fitted
     with each pixel's target the majority label of its superpixel (Kanezaki 2018), on the image
     shrunk by `options.refined_scale`; the final labels are refined the same way and scaled
-    back up (nearest). Settings: `options.refined` (a `cnn.Config`, `Config.refined()` by
-    default), `options.superpixels` and `options.compactness`."""
+    back up (nearest: borders at the shrunk image's resolution). Settings: `options.refined`
+    (a `cnn.Config`, `Config.refined()` by default), `options.superpixel_size` and
+    `options.compactness`."""
 
     options: Options
 
@@ -387,21 +388,22 @@ class RefinedCNN:
         rows = ((jnp.arange(hs) + 0.5) * h / hs).astype(jnp.int32)
         cols = ((jnp.arange(ws) + 0.5) * w / ws).astype(jnp.int32)
         small_mask = mask[:, rows][:, :, cols]
+        n_superpixels = max(1, round(hs * ws / self.options.superpixel_size))
         superpixels = slic.segment_batch(
             jnp.clip(small, 0, 1),
-            n_segments=self.options.superpixels,
+            n_segments=n_superpixels,
             compactness=self.options.compactness,
             mask=small_mask,
         ).labels
-        _, n_segments = slic.grid_shape(hs, ws, self.options.superpixels, masked=True)
+        _, n_segments = slic.grid_shape(hs, ws, n_superpixels, masked=True)
         fit = cnn.segment_batch(
             small, keys, config, mask=small_mask, segments=superpixels, n_segments=n_segments
         )
+        up_rows = jnp.minimum((jnp.arange(h) * hs) // h, hs - 1)
+        up_cols = jnp.minimum((jnp.arange(w) * ws) // w, ws - 1)
         refined = jax.vmap(
             lambda lab, seg, m: cnn.refine_labels(lab, seg, n_segments, config.n_channels, m)
         )(fit.labels, superpixels, small_mask)
-        up_rows = jnp.minimum((jnp.arange(h) * hs) // h, hs - 1)
-        up_cols = jnp.minimum((jnp.arange(w) * ws) // w, ws - 1)
         return _consecutive(refined[:, up_rows][:, :, up_cols], mask, self.bound)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from jaxseg import visualize
+from jaxseg import pipeline, visualize
 from jaxseg.rundir import RunDir
 from jaxseg.summary import ClusterTable, Summary, UnitSummary
 
@@ -115,17 +115,49 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+def _method_settings(method: str, config: dict) -> str:
+    """What `method` ran with, from the run's flat settings (only the settings it uses)."""
+    parts = []
+    base = method.removesuffix("_ucm").removesuffix("_kmeans")
+    if base in ("kmeans", "gmm", "kmeans_xy", "gmm_xy") or method.endswith("_kmeans"):
+        k = ", ".join(map(str, config["k"]))
+        parts.append(f"K {k} (elbow over {config['k_min']}..{config['k_max']})")
+        xy = pipeline.XY_WEIGHT if base.endswith("_xy") else config["xy_weight"]
+        parts.append(f"space {config['space']}, xy_weight {xy}")
+    if base.startswith("gmm"):
+        parts.append(f"covariance_type {config['covariance_type']}")
+    if base in ("cnn", "cnn_ce"):
+        cnn = {k[4:]: v for k, v in config.items() if k.startswith("cnn_") and k != "cnn_mode"}
+        if base == "cnn_ce":
+            cnn["mu"] = 0.0
+        cnn_text = ", ".join(f"{k} {v}" for k, v in cnn.items())
+        parts.append(f"CNN ({config['cnn_mode']}): {cnn_text}")
+    if base == "cnn_refined":
+        refined = ", ".join(
+            f"{k[8:]} {v}"
+            for k, v in config.items()
+            if k.startswith("refined_") and k != "refined_scale"
+        )
+        parts.append(
+            f"SLIC superpixels of {config['superpixel_size']} pixels, compactness "
+            f"{config['compactness']}, at scale {config['refined_scale']}; "
+            f"CNN: {refined}"
+        )
+    if method == "ucm" or method.endswith("_ucm"):
+        parts.append(f"hierarchy scored at {config['nthresh']} thresholds")
+    return "; ".join(parts)
+
+
 def _header(summary: Summary) -> list[str]:
     config, dataset, device = summary.config, summary.dataset, summary.device
     split = f", split {dataset.split}" if dataset.split else ""
-    cnn = ", ".join(f"{k[4:]} {v}" for k, v in config.items() if k.startswith("cnn_"))
     lines = [
         f"# jaxseg run: {dataset.name}{split}, {dataset.n_images} images",
         "",
-        f"Methods {', '.join(config['method'])}; K {', '.join(map(str, config['k']))}; "
-        f"space {config['space']} (xy_weight {config['xy_weight']}); covariance_type "
-        f"{config['covariance_type']}; CNN {cnn}; seed {config['seed']}; {device['backend']} "
-        f"({len(device['devices'])} devices, {device['process_count']} processes).",
+        f"Seed {config['seed']}; {device['backend']} ({len(device['devices'])} devices, "
+        f"{device['process_count']} processes). Each method ran with:",
+        "",
+        *(f"- `{m}`: {_method_settings(m, config)}" for m in config["method"]),
         "",
     ]
     if summary.metrics_skipped:
@@ -183,13 +215,13 @@ def _cluster_table(ours: ClusterTable | None, paper: dict, method: str) -> list[
     else:
         lines.append(
             f"Ours (`{ours.unit}`, annotation {ours.annotation} with {ours.n_gt_segments} "
-            "segments, the coarsest; ground-truth segments numbered from 1):"
+            "segments, the coarsest; ground-truth segments numbered from 0, as the paper's):"
         )
         lines.append("")
         lines += _table(
             ["cluster", *map(str, ours.clusters)],
             [
-                ["best segment", *map(str, ours.best_segment)],
+                ["best segment", *(str(b - 1) for b in ours.best_segment)],
                 ["IoU", *(_fmt(v, 2) for v in ours.iou)],
             ],
         )
@@ -346,16 +378,13 @@ def _boundaries(summary: Summary) -> list[str]:
     ]
 
 
-def _compare(summary: Summary, a: str, b: str) -> str:
-    """One line comparing methods a and b on every score, with a verdict for a."""
+def _compare(summary: Summary, a: str, b: str) -> str | None:
+    """One line comparing methods a and b on every score, with a verdict for a; None unless
+    both were run and scored."""
     units = _primary(summary)
     ua, ub = units.get(a), units.get(b)
     if ua is None or ub is None or not ua.mean or not ub.mean:
-        missing = [m for m, u in ((a, ua), (b, ub)) if u is None or not u.mean]
-        return (
-            f"- `{a}` vs `{b}`: not measured (no scored `{'`, `'.join(missing)}` in this run; "
-            f"add it to `--method`)."
-        )
+        return None  # not both run (and scored): the report leaves the comparison out
     parts, wins = [], 0
     for name, path, higher in _SCORES:
         va, vb = _score(ua, path), _score(ub, path)
@@ -372,6 +401,20 @@ def _compare(summary: Summary, a: str, b: str) -> str:
     return f"- `{a}` vs `{b}`: {', '.join(parts)}{segments} — `{a}` is {verdict}."
 
 
+def _kim_reference(summary: Summary) -> str | None:
+    cnn = _primary(summary).get("cnn")
+    if cnn is None or not cnn.kim_miou:
+        return None
+    kim = cnn.kim_miou
+    return (
+        f"- Against the Kim et al. references (BSDS500 test): our CNN's mIoU "
+        f"all/fine/coarse {_fmt(kim['all'])} / {_fmt(kim['fine'])} / {_fmt(kim['coarse'])}; "
+        f"theirs {KIM2020_MIOU['all']} / {KIM2020_MIOU['fine']} / {KIM2020_MIOU['coarse']}; "
+        f"a blank one-segment image {KIM2020_BLANK['all']} / {KIM2020_BLANK['fine']} / "
+        f"{KIM2020_BLANK['coarse']}."
+    )
+
+
 def _research_questions(summary: Summary) -> list[str]:
     lines = ["## The paper's research questions, answered with this run", ""]
     lines.append(
@@ -379,31 +422,38 @@ def _research_questions(summary: Summary) -> list[str]:
         "ground-truth segment), the Kim et al. mIoU (pooled), covering and PRI (higher is "
         "better), VOI (lower is better)."
     )
-    lines += ["", "**1. Can an unsupervised CNN learn enough structure to give good segments?**"]
-    lines.append("")
-    lines += [_compare(summary, "cnn", other) for other in ("kmeans", "gmm")]
-    cnn = _primary(summary).get("cnn")
-    if cnn is not None and cnn.kim_miou:
-        kim = cnn.kim_miou
-        lines.append(
-            f"- Against the Kim et al. references (BSDS500 test): our CNN's mIoU "
-            f"all/fine/coarse {_fmt(kim['all'])} / {_fmt(kim['fine'])} / {_fmt(kim['coarse'])}; "
-            f"theirs {KIM2020_MIOU['all']} / {KIM2020_MIOU['fine']} / {KIM2020_MIOU['coarse']}; "
-            f"a blank one-segment image {KIM2020_BLANK['all']} / {KIM2020_BLANK['fine']} / "
-            f"{KIM2020_BLANK['coarse']}."
-        )
-    lines += ["", "**2. Is spatial continuity important?**", ""]
-    lines += [
-        _compare(summary, "cnn", "cnn_ce") + " (continuity loss μ > 0 vs cross-entropy only)",
-        _compare(summary, "kmeans_xy", "kmeans") + " (with vs without (row, col) features)",
-        _compare(summary, "gmm_xy", "gmm") + " (with vs without (row, col) features)",
+    questions = [
+        (
+            "1. Can an unsupervised CNN learn enough structure to give good segments?",
+            [(c, o, "") for c in ("cnn", "cnn_refined") for o in ("kmeans", "gmm")],
+        ),
+        (
+            "2. Is spatial continuity important?",
+            [
+                ("cnn", "cnn_ce", " (continuity loss μ > 0 vs cross-entropy only)"),
+                ("kmeans_xy", "kmeans", " (with vs without (row, col) features)"),
+                ("gmm_xy", "gmm", " (with vs without (row, col) features)"),
+            ],
+        ),
+        (
+            "3. Does a second stage after the CNN or the GMM improve their results?",
+            [(f"{m}_kmeans", m, " (K-means of the mean colours)") for m in ("cnn", "gmm")]
+            + [
+                (f"{m}_ucm", m, " (merged by boundaries, at ODS)")
+                for m in ("kmeans", "gmm", "cnn", "cnn_refined")
+            ],
+        ),
     ]
-    lines += ["", "**3. Does K-means after the CNN or the GMM improve their results?**", ""]
-    lines += [_compare(summary, "cnn_kmeans", "cnn"), _compare(summary, "gmm_kmeans", "gmm")]
-    hierarchical = [m for m in ("kmeans", "gmm", "cnn") if f"{m}_ucm" in _primary(summary)]
-    if hierarchical:
-        lines += ["", "A second stage that merges by boundaries instead (`<method>_ucm`, at ODS):"]
-        lines += [_compare(summary, f"{m}_ucm", m) for m in hierarchical]
+    answered = False
+    for question, pairs in questions:
+        found = [line + note for a, b, note in pairs if (line := _compare(summary, a, b))]
+        if question.startswith("1.") and (kim := _kim_reference(summary)):
+            found.append(kim)
+        if found:
+            lines += ["", f"**{question}**", "", *found]
+            answered = True
+    if not answered:
+        return []
     lines += [
         "",
         "The paper found the CNN best (0.67), then GMM (0.62), K-means worst (0.39), and both "

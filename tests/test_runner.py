@@ -4,6 +4,7 @@ dataset written by the tests."""
 import csv
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,7 +162,10 @@ def test_report(full_run):
     gmm = next(u for u in summary.units if u.method == "gmm")
     assert f"{gmm.mean['cluster_iou_mean']:.3f}" in report
     assert "`cnn` vs `cnn_ce`: paper score" in report  # continuity question answered
-    assert "`kmeans_xy` vs `kmeans`: not measured" in report
+    assert "kmeans_xy" not in report  # not run: left out, not "not measured"
+    # Each method's settings with their values: cnn_ce ran with mu 0 whatever --cnn_mu says.
+    assert re.search(r"- `cnn_ce`: CNN \(per-image\): [^\n]*mu 0\.0,", report)
+    assert re.search(r"- `cnn`: CNN \(per-image\): [^\n]*mu 0\.5,", report)
     assert Image.open(workdir / "summary.png").size[0] >= 480
 
 

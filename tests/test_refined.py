@@ -1,0 +1,81 @@
+"""cnn_refined (the recommended CNN): superpixel-refined labels, its own settings, bad settings."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxseg import cnn, pipeline
+
+
+def _piecewise(kind: str, seed: int, size: int = 48, sigma: float = 0.05):
+    """A piecewise-constant colour image with Gaussian noise, and its region map."""
+    rows, cols = np.mgrid[:size, :size]
+    if kind == "three":  # issue 11's image: three flat colour regions
+        truth = (rows >= size // 2).astype(int) + (cols >= size // 2) * (rows >= size // 2)
+    elif kind == "disc":  # a disc on a background, cut by a vertical border
+        truth = ((rows - size / 2) ** 2 + (cols - size / 2) ** 2 < (size / 4) ** 2).astype(int)
+        truth = np.where((cols < size // 5) & (truth == 0), 2, truth)
+    else:  # four quadrants
+        truth = (rows >= size // 2) * 2 + (cols >= size // 2)
+    colours = np.random.default_rng(seed).uniform(0.1, 0.9, (truth.max() + 1, 3))
+    colours[1] = np.clip(colours[0] + np.array([0.35, -0.3, 0.3]), 0.05, 0.95)
+    noise = np.random.default_rng(seed + 1).normal(0, sigma, (size, size, 3))
+    return np.clip(colours[truth] + noise, 0, 1).astype(np.float32), truth
+
+
+def _worst_region_iou(labels: np.ndarray, truth: np.ndarray) -> float:
+    best = []
+    for region in np.unique(truth):
+        inside = truth == region
+        best.append(
+            max(
+                np.sum(inside & (labels == lab)) / np.sum(inside | (labels == lab))
+                for lab in np.unique(labels)
+            )
+        )
+    return min(best)
+
+
+@pytest.mark.parametrize(("kind", "size"), [("three", 48), ("disc", 96), ("quadrants", 48)])
+def test_recovers_noisy_piecewise_constant_regions(kind, size):
+    # Issue 11's target: every true region's best IoU >= 0.9, with cnn_refined's own settings
+    # (the published CNN fragments the three-region 48 x 48 image: best IoU 0.62-0.77). The
+    # disc is 96 x 96: cnn_refined works at half size, and a 12-pixel disc scaled back up from
+    # 2 x 2 blocks scores 0.89 from its jagged border alone.
+    image, truth = _piecewise(kind, seed=3, size=size)
+    labels = np.asarray(pipeline.segment(image, "cnn_refined", key=jax.random.key(0)))
+    assert labels.shape == truth.shape
+    assert _worst_region_iou(labels, truth) >= 0.9
+
+
+def test_refined_labels_are_constant_on_superpixels():
+    labels = np.array([[0, 0, 1, 1], [0, 2, 1, 1]], np.int32)
+    segments = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], np.int32)
+    refined = np.asarray(cnn.refine_labels(labels, segments, 2, 3))
+    np.testing.assert_array_equal(refined, [[0, 0, 1, 1], [0, 0, 1, 1]])
+
+
+def test_plan_and_settings():
+    options = pipeline.Options()
+    assert options.refined == cnn.Config.refined()
+    (stage,) = pipeline.plan("cnn_refined", options=options)
+    assert isinstance(stage, pipeline.RefinedCNN) and stage.bound == 32
+    first, second = pipeline.plan("cnn_refined_kmeans", options=options)
+    assert first == stage and isinstance(second, pipeline.Recluster)
+    assert not pipeline.takes_k("cnn_refined") and pipeline.takes_k("cnn_refined_kmeans")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("superpixel_size", 0, "superpixel_size"),
+        ("compactness", 0.0, "compactness"),
+        ("compactness", float("nan"), "compactness"),
+        ("refined_scale", 0.0, "refined_scale"),
+        ("refined_scale", 1.5, "refined_scale"),
+        ("refined", "fast", "refined must be a jaxseg.cnn.Config"),
+    ],
+)
+def test_bad_settings(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        pipeline.Options(**{field: value})
