@@ -317,8 +317,8 @@ class Cluster:
 
 
 @dataclasses.dataclass(frozen=True)
-class FitCNN:
-    """The CNN fitted to each image from scratch (`cnn.segment_batch`)."""
+class _CNNStage:
+    """A stage whose labels are the argmax over `config.n_channels` channels."""
 
     config: cnn.Config
 
@@ -328,6 +328,11 @@ class FitCNN:
 
     def colours(self, n_colours: int | None) -> None:
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class FitCNN(_CNNStage):
+    """The CNN fitted to each image from scratch (`cnn.segment_batch`)."""
 
     def __call__(self, images, mask, keys, labels=None, *, n_colours=None, params=None):
         del labels, n_colours, params
@@ -336,18 +341,9 @@ class FitCNN:
 
 
 @dataclasses.dataclass(frozen=True)
-class ApplyCNN:
+class ApplyCNN(_CNNStage):
     """Dataset mode: one forward pass of a trained network per image (`params`, from
     `cnn.train_dataset`), BatchNorm with the image's own unmasked statistics."""
-
-    config: cnn.Config
-
-    @property
-    def bound(self) -> int:
-        return self.config.n_channels
-
-    def colours(self, n_colours: int | None) -> None:
-        return None
 
     def __call__(self, images, mask, keys, labels=None, *, n_colours=None, params=None):
         del keys, labels, n_colours

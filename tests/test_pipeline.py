@@ -102,6 +102,8 @@ def test_plans():
         False,
         True,
         True,
+        False,
+        True,
     ]
     hash(pipeline.plan("gmm_kmeans", "elbow", options))  # static arguments
 
