@@ -48,6 +48,11 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point."""
+    if any(arg in ("--help", "-h", "-?", "--helpshort") for arg in sys.argv[1:]):
+        # A console script's __main__ defines no flags: list this module's own.
+        module = sys.argv[0] if __name__ == "__main__" else __name__  # absl's name for it
+        print(f"{__doc__.strip()}\n\nflags:\n{flags.FLAGS.module_help(module)}")
+        sys.exit(0)
     app.run(main)
 
 

@@ -575,6 +575,12 @@ def main(argv: Sequence[str]) -> int:
 
 def run() -> None:
     """Console-script entry point (`jaxseg-evaluate = jaxseg.evaluate:run`)."""
+    if any(arg in ("--help", "-h", "-?", "--helpshort") for arg in sys.argv[1:]):
+        # A console script's __main__ defines no flags: list this module's own.
+        _define_flags()
+        module = sys.argv[0] if __name__ == "__main__" else __name__  # absl's name for it
+        print(f"{__doc__.strip()}\n\nflags:\n{flags.FLAGS.module_help(module)}")
+        sys.exit(0)
     app.run(main, flags_parser=_parse)
 
 
