@@ -16,6 +16,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from absl import flags
@@ -107,6 +108,12 @@ class RunConfig:
         "cnn",
         choices=pipeline.CNN_MODES,
     )
+    cnn_params: str | None = _field(
+        None,
+        "cnn_mode=dataset: load this trained network (a networks/*.msgpack file that an earlier "
+        "run saved) instead of training one; each image then costs one forward pass.",
+        "cnn",
+    )
     batch_size: int = _field(4, "Images per compiled batch.", "execution", label=False)
     pad_multiple: int = _field(
         1, "Pad image sides to a multiple of this, to batch different sizes.", "execution"
@@ -140,6 +147,11 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.cnn_mode not in pipeline.CNN_MODES:
             raise ValueError(f"cnn_mode must be one of {pipeline.CNN_MODES}, got {self.cnn_mode!r}")
+        if self.cnn_params is not None:
+            if self.cnn_mode != "dataset":
+                raise ValueError("cnn_params needs cnn_mode=dataset (a trained network to apply)")
+            if not Path(self.cnn_params).is_file():
+                raise ValueError(f"cnn_params: no file {self.cnn_params}")
 
 
 def label_settings(config: RunConfig) -> dict[str, Any]:

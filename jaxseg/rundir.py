@@ -8,6 +8,7 @@
   ucm2/<unit>/<id>.mat     a hierarchy's ultrametric contour map, variable `ucm2`: double
                            [2h + 1, 2w + 1] in [0, 1] (BSDS 'doubleSize'); its labels/ are its
                            cut at the record's `threshold`
+  networks/cnn-<hash>.msgpack  a trained dataset-mode network (`cnn.save_params`)
   panels/<id>.png          image | every unit | the first annotation (derived from labels)
   records/<unit>/<id>.json `Record`: written last, atomically; its presence marks the
                            (image, unit) done
@@ -27,6 +28,7 @@ import contextlib
 import csv
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -147,6 +149,11 @@ class RunDir:
     def picture_path(self, kind: str, unit: str, image_id: str) -> Path:
         """`<kind>/<unit>/<id>.png`, kind one of `visualize.PICTURES`."""
         return self.root / kind / unit / f"{image_id}.png"
+
+    def network_path(self, config) -> Path:
+        """`networks/cnn-<hash of the cnn.Config>.msgpack`: a trained dataset-mode network."""
+        digest = hashlib.sha1(repr(config).encode()).hexdigest()[:12]
+        return self.root / "networks" / f"cnn-{digest}.msgpack"
 
     def panel_path(self, image_id: str) -> Path:
         return self.root / "panels" / f"{image_id}.png"

@@ -37,6 +37,7 @@ import os
 import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -161,12 +162,26 @@ class _Executor:
         out = jax.block_until_ready(fn(*args))
         return jax.tree.map(lambda a: a[:n], out), time.perf_counter() - start, compiled
 
-    def train(self, dataset, todo: list[Unit], config: config_lib.RunConfig) -> None:
-        """Dataset mode: trains one network per CNN setting on every image of the dataset
-        (one bucket shape)."""
+    def train(
+        self, dataset, todo: list[Unit], config: config_lib.RunConfig, run_dir: RunDir
+    ) -> None:
+        """Dataset mode: one network per CNN setting, trained on every image of the dataset (one
+        bucket shape) and saved as `networks/<setting>.msgpack`; loaded instead from
+        `config.cnn_params`, or from that file when a rerun finds it."""
         configs = {s.config for u in todo for s in u.plan if isinstance(s, pipeline.ApplyCNN)}
         configs -= set(self.params)
-        if not configs:
+        pending = []
+        for cnn_config in configs:
+            path = config.cnn_params or run_dir.network_path(cnn_config)
+            if Path(path).is_file():
+                _log.info("dataset-mode CNN: loading %s", path)
+                try:
+                    self.params[cnn_config] = cnn.load_params(path, cnn_config)
+                except ValueError as error:
+                    raise ValueError(f"{path}: {error}") from error
+            else:
+                pending.append(cnn_config)
+        if not pending:
             return
         prepared = [
             pipeline.prepare(s.image, pad_multiple=config.pad_multiple, colours=False)
@@ -181,11 +196,15 @@ class _Executor:
         images = np.stack([p.image for p in prepared]).astype(np.float32) / 255
         mask = np.stack([p.mask for p in prepared])
         key = jax.random.fold_in(jax.random.PRNGKey(config.seed), np.uint32(2**32 - 1))
-        for cnn_config in configs:
+        for cnn_config in pending:
             _log.info("training the dataset-mode CNN on %d images", len(prepared))
-            self.params[cnn_config] = cnn.train_dataset(
+            params = cnn.train_dataset(
                 images, key, cnn_config, batch_size=min(config.batch_size, len(prepared)), mask=mask
             )
+            self.params[cnn_config] = params
+            path = run_dir.network_path(cnn_config)
+            run_dir.write(path, lambda tmp, params=params: cnn.save_params(tmp, params))
+            _log.info("saved the trained network as %s (reuse: --cnn_params=%s)", path, path)
 
 
 def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: int) -> dict:
@@ -583,7 +602,7 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
     )
     executor = _Executor(config)
     if config.cnn_mode == "dataset" and pending:
-        executor.train(dataset, [u for _, todo in pending for u in todo], config)
+        executor.train(dataset, [u for _, todo in pending for u in todo], config, run_dir)
     for i in repair:
         _draw(run_dir, all_units, dataset[i], only_missing=True)
     progress = _Progress(len(pending))

@@ -314,9 +314,19 @@ def test_failures_are_per_image_and_method(tmp_path):
 
 def test_dataset_mode_cnn(bsds, tmp_path):
     cfg = _config(bsds, method=("cnn",), cnn_mode="dataset", num_images=2)
-    summary = runner.run(cfg, tmp_path)
+    summary = runner.run(cfg, tmp_path / "a")
     assert summary.units[0].n_scored == 2
-    assert all(1 <= int(r["n_clusters"]) <= 100 for r in _csv(tmp_path / "metrics.csv"))
+    assert all(1 <= int(r["n_clusters"]) <= 100 for r in _csv(tmp_path / "a" / "metrics.csv"))
+    # The trained network is saved; another run applies it without training: same labels.
+    (network,) = (tmp_path / "a" / "networks").glob("cnn-*.msgpack")
+    reuse = dataclasses.replace(cfg, cnn_params=str(network))
+    runner.run(reuse, tmp_path / "b")
+    assert _labels(tmp_path / "a", "cnn") == _labels(tmp_path / "b", "cnn")
+    assert not (tmp_path / "b" / "networks").exists()
+    with pytest.raises(ValueError, match="cnn_params needs cnn_mode=dataset"):
+        dataclasses.replace(reuse, cnn_mode="per-image")
+    with pytest.raises(ValueError, match="no file"):
+        dataclasses.replace(cfg, cnn_params=str(tmp_path / "missing.msgpack"))
 
 
 def test_summary_json_round_trip_and_errors(full_run):
