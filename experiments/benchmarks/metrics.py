@@ -123,7 +123,7 @@ def synthetic_ucm2(image: np.ndarray, *, n_segments: int = 400) -> np.ndarray:
 
 def _boundary_row(n_images: int, workers: int) -> dict:
     """Times the boundary benchmark on synthetic ucm2 maps of val (then train) images."""
-    root = common.data_dir()
+    root = common.data_dir().resolve()  # the links below must not be relative
     samples = [
         (split, sample)
         for split in ("val", "train")
