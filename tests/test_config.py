@@ -22,8 +22,12 @@ def test_every_leaf_of_the_tree_is_a_flag(flag_values):
     names = [name for name, *_ in config.flag_fields(config.RunConfig)]
     assert set(names) | {"cnn_preset"} == set(values)
     assert [f"cnn_{f.name}" for f in dataclasses.fields(cnn.Config)] == [
-        n for n in names if n.startswith("cnn_") and n != "cnn_mode"
+        n for n in names if n.startswith("cnn_") and n not in ("cnn_mode", "cnn_params")
     ]
+    assert [f"refined_{f.name}" for f in dataclasses.fields(cnn.Config)] == [
+        n for n in names if n.startswith("refined_") and n != "refined_scale"
+    ]
+    assert {"superpixel_size", "compactness", "refined_scale"} <= set(groups["cnn_refined"])
     assert {"space", "k_min", "k_max", "covariance_type", "xy_weight"} <= set(groups["methods"])
     assert set(groups) <= set(config.GROUPS)
     assert values["covariance_type"].parser.enum_values == list(pipeline.COVARIANCE_TYPES)
@@ -40,10 +44,13 @@ def test_flags_fill_the_tree(flag_values):
             "--k_max=6",
             "--cnn_preset=kim2020",
             "--cnn_max_iter=7",
+            "--refined_max_iter=9",
             "--pad_multiple=8",
         ]
     )
     run = config.from_flags(values)
+    # cnn_refined's CNN starts from its own preset, not --cnn_preset.
+    assert run.options.refined == dataclasses.replace(cnn.Config.refined(), max_iter=9)
     assert run.method == pipeline.METHODS + ("cnn_ce",)
     assert run.k == ("elbow", 4)
     assert run.options.covariance_type == "diag" and run.options.k_max == 6
