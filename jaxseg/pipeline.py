@@ -57,6 +57,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -87,6 +88,7 @@ __all__ = [
     "device_stages",
     "execute",
     "is_host",
+    "log_cnn_progress",
     "plan",
     "prepare",
     "segment",
@@ -95,6 +97,8 @@ __all__ = [
     "stage_keys",
     "takes_k",
 ]
+
+_log = logging.getLogger("jaxseg.pipeline")
 
 METHODS = ("kmeans", "gmm", "cnn", "cnn_kmeans", "gmm_kmeans")
 VARIANTS = ("cnn_ce", "kmeans_xy", "gmm_xy", "cnn_refined", "cnn_refined_kmeans")
@@ -214,6 +218,23 @@ def _float(images: jax.Array) -> jax.Array:
     if images.dtype == jnp.uint8:
         return images.astype(jnp.float32) / 255
     return images.astype(jnp.float32)
+
+
+def log_cnn_progress(iteration, n_labels, loss) -> None:
+    """The CNN stages' progress (`cnn.segment_batch`'s `progress`), logged at INFO by the
+    `jaxseg.pipeline` logger: the runner's log shows long CNN batches as they run."""
+    n_labels, loss = np.atleast_1d(n_labels), np.atleast_1d(np.asarray(loss, np.float64))
+    real = n_labels > 0  # padding slots of a partial batch have no pixels
+    _log.info(
+        "  CNN iteration %d: labels per image %s, loss %s",
+        int(iteration),
+        n_labels[real].tolist(),
+        np.round(loss[real], 3).tolist(),
+    )
+
+
+# Every 25 iterations: one host callback per 25 device iterations (~1 s of CPU work each).
+_CNN_PROGRESS = {"progress": log_cnn_progress, "progress_every": 25}
 
 
 def _consecutive(labels: jax.Array, mask: jax.Array, size: int) -> Segmentation:
@@ -336,7 +357,7 @@ class FitCNN(_CNNStage):
 
     def __call__(self, images, mask, keys, labels=None, *, n_colours=None, params=None):
         del labels, n_colours, params
-        result = cnn.segment_batch(_float(images), keys, self.config, mask=mask)
+        result = cnn.segment_batch(_float(images), keys, self.config, mask=mask, **_CNN_PROGRESS)
         return _consecutive(result.labels, mask, self.bound)
 
 
@@ -393,7 +414,13 @@ class RefinedCNN:
         ).labels
         _, n_segments = slic.grid_shape(hs, ws, n_superpixels, masked=True)
         fit = cnn.segment_batch(
-            small, keys, config, mask=small_mask, segments=superpixels, n_segments=n_segments
+            small,
+            keys,
+            config,
+            mask=small_mask,
+            segments=superpixels,
+            n_segments=n_segments,
+            **_CNN_PROGRESS,
         )
         up_rows = jnp.minimum((jnp.arange(h) * hs) // h, hs - 1)
         up_cols = jnp.minimum((jnp.arange(w) * ws) // w, ws - 1)

@@ -199,7 +199,13 @@ class _Executor:
         for cnn_config in pending:
             _log.info("training the dataset-mode CNN on %d images", len(prepared))
             params = cnn.train_dataset(
-                images, key, cnn_config, batch_size=min(config.batch_size, len(prepared)), mask=mask
+                images,
+                key,
+                cnn_config,
+                batch_size=min(config.batch_size, len(prepared)),
+                mask=mask,
+                progress=pipeline.log_cnn_progress,
+                progress_every=25,
             )
             self.params[cnn_config] = params
             path = run_dir.network_path(cnn_config)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import logging
 
 import jax
 import numpy as np
@@ -233,3 +234,13 @@ def test_bad_images(image, message):
 def test_bad_pad_multiple():
     with pytest.raises(ValueError, match="pad_multiple must be >= 1"):
         pipeline.prepare(np.zeros((4, 4, 3), np.uint8), pad_multiple=0)
+
+
+def test_cnn_stages_log_their_progress(caplog):
+    # The runner's log shows long CNN fits as they run: one line per 25 device iterations.
+    image, _ = _regions(12, 15, seed=3)
+    config = dataclasses.replace(TINY_CNN, max_iter=26, min_labels=1)
+    with caplog.at_level(logging.INFO, logger="jaxseg.pipeline"):
+        pipeline.segment(image, "cnn", key=jax.random.key(0), cnn=config)
+    lines = [r.getMessage() for r in caplog.records if "CNN iteration" in r.getMessage()]
+    assert lines and lines[-1].startswith("  CNN iteration 25: labels per image [")
