@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxseg import features
+from jaxseg import features, visualize
 
 __all__ = [
     "SLICResult",
@@ -507,14 +507,6 @@ def segment_batch(
     )
 
 
-def _boundaries(labels: np.ndarray) -> np.ndarray:
-    """[h, w] bool: pixels whose right or lower neighbour has another label."""
-    edge = np.zeros(labels.shape, bool)
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    return edge
-
-
 def boundary_recall(labels, ground_truth, *, tolerance: int = 2) -> float:
     """Fraction of ground-truth boundary pixels within `tolerance` pixels (chessboard distance)
     of a superpixel boundary pixel (host-side NumPy/SciPy). Boundary pixels of a label map are
@@ -525,11 +517,11 @@ def boundary_recall(labels, ground_truth, *, tolerance: int = 2) -> float:
     labels = np.asarray(labels)
     maps = [ground_truth] if np.ndim(ground_truth) == 2 else list(ground_truth)
     near = ndimage.binary_dilation(
-        _boundaries(labels), structure=np.ones((2 * tolerance + 1,) * 2, bool)
+        visualize.boundary_mask(labels), structure=np.ones((2 * tolerance + 1,) * 2, bool)
     )
     recalls = []
     for gt in maps:
-        edge = _boundaries(np.asarray(gt))
+        edge = visualize.boundary_mask(np.asarray(gt))
         recalls.append(float(np.sum(edge & near) / max(np.sum(edge), 1)))
     return float(np.mean(recalls))
 
