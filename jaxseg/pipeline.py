@@ -28,7 +28,8 @@ A method resolves to a plan (`plan`): a tuple of hashable stage specs (`Cluster`
 and at most one final host stage (`Hierarchize`, NumPy, one image at a time, `is_host`).
 `segment_batch` executes a plan; the runner executes the same plans stage by stage (sharing the
 output of a common prefix, e.g. between `cnn` and `cnn_kmeans`). Adding a method is one entry
-in `_PLANS`.
+in `_PLANS`. The stages that fit a CNN (`FitCNN`, `RefinedCNN`: `cnn_iterations`) take a
+`progress` callback, called every `PROGRESS_EVERY` iterations from the device loop.
 
 The ensembles, as we read the paper's section 7: "we first got the segmented image from the CNN,
 and then used that image into a less intensive K Means approach". The first method segments the
@@ -72,6 +73,7 @@ __all__ = [
     "COVARIANCE_TYPES",
     "HIERARCHIES",
     "METHODS",
+    "PROGRESS_EVERY",
     "SPACES",
     "VARIANTS",
     "XY_WEIGHT",
@@ -84,6 +86,7 @@ __all__ = [
     "Recluster",
     "RefinedCNN",
     "Segmentation",
+    "cnn_iterations",
     "colour_size",
     "device_stages",
     "execute",
@@ -221,8 +224,9 @@ def _float(images: jax.Array) -> jax.Array:
 
 
 def log_cnn_progress(iteration, n_labels, loss) -> None:
-    """The CNN stages' progress (`cnn.segment_batch`'s `progress`), logged at INFO by the
-    `jaxseg.pipeline` logger: the runner's log shows long CNN batches as they run."""
+    """The CNN stages' progress in `segment_batch` (a `cnn.Progress`), logged at INFO by the
+    `jaxseg.pipeline` logger (the runner logs its own lines, with an ETA:
+    `jaxseg.progress.LoopProgress`)."""
     n_labels, loss = np.atleast_1d(n_labels), np.atleast_1d(np.asarray(loss, np.float64))
     real = n_labels > 0  # padding slots of a partial batch have no pixels
     _log.info(
@@ -233,8 +237,9 @@ def log_cnn_progress(iteration, n_labels, loss) -> None:
     )
 
 
-# Every 25 iterations: one host callback per 25 device iterations (~1 s of CPU work each).
-_CNN_PROGRESS = {"progress": log_cnn_progress, "progress_every": 25}
+# The CNN stages call their `progress` every 25 iterations: one host callback per 25 device
+# iterations (~1 s of CPU work each).
+PROGRESS_EVERY = 25
 
 
 def _consecutive(labels: jax.Array, mask: jax.Array, size: int) -> Segmentation:
@@ -353,11 +358,21 @@ class _CNNStage:
 
 @dataclasses.dataclass(frozen=True)
 class FitCNN(_CNNStage):
-    """The CNN fitted to each image from scratch (`cnn.segment_batch`)."""
+    """The CNN fitted to each image from scratch (`cnn.segment_batch`); `progress` (a
+    `cnn.Progress` or None) is called every `PROGRESS_EVERY` iterations of its loop."""
 
-    def __call__(self, images, mask, keys, labels=None, *, n_colours=None, params=None):
+    def __call__(
+        self, images, mask, keys, labels=None, *, n_colours=None, params=None, progress=None
+    ):
         del labels, n_colours, params
-        result = cnn.segment_batch(_float(images), keys, self.config, mask=mask, **_CNN_PROGRESS)
+        result = cnn.segment_batch(
+            _float(images),
+            keys,
+            self.config,
+            mask=mask,
+            progress=progress,
+            progress_every=PROGRESS_EVERY,
+        )
         return _consecutive(result.labels, mask, self.bound)
 
 
@@ -385,7 +400,7 @@ class RefinedCNN:
     shrunk by `options.refined_scale`; the final labels are refined the same way and scaled
     back up (nearest: borders at the shrunk image's resolution). Settings: `options.refined`
     (a `cnn.Config`, `Config.refined()` by default), `options.superpixel_size` and
-    `options.compactness`."""
+    `options.compactness`. `progress` as `FitCNN`'s."""
 
     options: Options
 
@@ -396,7 +411,9 @@ class RefinedCNN:
     def colours(self, n_colours: int | None) -> None:
         return None
 
-    def __call__(self, images, mask, keys, labels=None, *, n_colours=None, params=None):
+    def __call__(
+        self, images, mask, keys, labels=None, *, n_colours=None, params=None, progress=None
+    ):
         del labels, n_colours, params
         config, scale = self.options.refined, self.options.refined_scale
         b, h, w = mask.shape
@@ -420,7 +437,8 @@ class RefinedCNN:
             mask=small_mask,
             segments=superpixels,
             n_segments=n_segments,
-            **_CNN_PROGRESS,
+            progress=progress,
+            progress_every=PROGRESS_EVERY,
         )
         up_rows = jnp.minimum((jnp.arange(h) * hs) // h, hs - 1)
         up_cols = jnp.minimum((jnp.arange(w) * ws) // w, ws - 1)
@@ -522,6 +540,16 @@ def is_host(stage) -> bool:
     return isinstance(stage, Hierarchize)
 
 
+def cnn_iterations(stage) -> int | None:
+    """The most iterations of `stage`'s CNN fit (it may stop sooner), for the stages that fit
+    a CNN and take a `progress` callback (`FitCNN`, `RefinedCNN`); None for the others."""
+    if isinstance(stage, FitCNN):
+        return stage.config.max_iter
+    if isinstance(stage, RefinedCNN):
+        return stage.options.refined.max_iter
+    return None
+
+
 def device_stages(stages: Sequence[Stage]) -> tuple[Stage, ...]:
     """The stages of a plan that run on the device (all but the final host stage)."""
     return tuple(s for s in stages if not is_host(s))
@@ -604,13 +632,15 @@ def execute(
     *,
     n_colours: int | None = None,
     params: Any = None,
+    progress: cnn.Progress | None = log_cnn_progress,
 ) -> Segmentation:
-    """Runs a plan's device stages on a batch (pure: jit it with `stages` and `n_colours`
-    static)."""
+    """Runs a plan's device stages on a batch (pure: jit it with `stages`, `n_colours` and
+    `progress` static); the CNN stages report to `progress` (None: no callback compiled)."""
     if any(is_host(s) for s in stages):
         raise ValueError("execute runs device stages only; the runner runs the host stage")
     result = None
     for i, stage in enumerate(stages):
+        loop = {} if cnn_iterations(stage) is None else {"progress": progress}
         result = stage(
             images,
             mask,
@@ -618,6 +648,7 @@ def execute(
             None if result is None else result.labels,
             n_colours=n_colours,
             params=params,
+            **loop,
         )
     return result
 

@@ -238,6 +238,23 @@ class RunDir:
     def read_json(self, path: Path):
         return _read(path, lambda obj: obj)
 
+    def check_settings(self, settings: dict) -> None:
+        """Writes config.json in a new run directory, or checks that a rerun keeps its
+        settings (ValueError naming those that changed)."""
+        path = self.root / "config.json"
+        saved = self.read_json(path)
+        if saved is None:
+            self.write_json(path, settings)
+            return
+        changed = sorted(
+            k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k)
+        )
+        if changed:
+            diff = ", ".join(f"{k} {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"{self.root} holds a run with other settings ({diff}); choose another output_dir"
+            )
+
     # ------------------------------------------------------------------ lock
 
     @contextlib.contextmanager

@@ -4,8 +4,11 @@
 one K candidate: `gmm_kmeans` when `k` has one value, else `gmm_kmeans-k4`, `gmm_kmeans-elbow`,
 ...; the plain CNNs choose their own number of labels: one unit each), in compiled batches
 sharded over the local devices (`distributed.data_parallel`), scores the labels against the
-ground truth and writes the run directory (`jaxseg.rundir`) and its summary (`jaxseg.summary`,
-`jaxseg.report`).
+ground truth (`jaxseg.scoring`) and writes the run directory (`jaxseg.rundir`, its pictures:
+`jaxseg.panels`) and its summary (`jaxseg.summary`, `jaxseg.report`). The log follows the run
+(`jaxseg.progress`): after each batch, images done and the ETA; inside a CNN batch and
+dataset-mode training, every `pipeline.PROGRESS_EVERY` iterations, the iteration, the images,
+their labels and the time left.
 
 The runner executes `pipeline.plan`s stage by stage, so units whose plans share a prefix
 (`cnn` and `cnn_kmeans`) compute it once per batch. A plan's host stage (`pipeline.Hierarchize`)
@@ -13,9 +16,9 @@ then runs per image on the image and its labels in their own orientation, with t
 index in the plan; its `ucm2` is written to `ucm2/<unit>/<id>.mat`, scored at the
 `config.nthresh` official thresholds (region statistics and boundary counts, in the record),
 and cut at `DEFAULT_THRESHOLD` for the label map. When the summary is built, every hierarchy is
-cut again at its unit's ODS covering threshold (`_cut_at_ods`: labels, pictures, panel and the
-record's per-image metrics rewritten; idempotent), so the per-unit means of a hierarchy are
-those of its ODS labels. Every method's labels (a hierarchy: its curve) get boundary counts
+cut again at its unit's ODS covering threshold (`scoring.cut_at_ods`: labels, pictures, panel
+and the record's per-image metrics rewritten; idempotent), so the per-unit means of a hierarchy
+are those of its ODS labels. Every method's labels (a hierarchy: its curve) get boundary counts
 (`boundary.boundary_stats`) against the annotations' boundaries.
 
 Image i's key is `fold_in(PRNGKey(seed), i)` with i its index in the sorted dataset, so labels
@@ -31,30 +34,22 @@ of the dataset; the main process holds the lock and writes the summary after a b
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import boundary, cnn, data, distributed, hierarchy, metrics, pipeline, report, visualize
+from jaxseg import cnn, data, distributed, hierarchy, networks, panels, pipeline, report, scoring
 from jaxseg import config as config_lib
-from jaxseg.rundir import (
-    Failure,
-    Record,
-    RunDir,
-    boundary_stats_to_row,
-    read_labels,
-    read_ucm,
-)
-from jaxseg.summary import Summary, build, hierarchy_benchmarks, metric_rows, order, timing_rows
+from jaxseg.progress import ImageProgress, LoopProgress
+from jaxseg.rundir import Failure, Record, RunDir
+from jaxseg.summary import Summary, build, metric_rows, order, timing_rows
 
 __all__ = ["DEFAULT_THRESHOLD", "Unit", "open_dataset", "run", "units"]
 
@@ -113,8 +108,8 @@ def _image_keys(seed: int, indices: Sequence[int]) -> jax.Array:
 
 
 class _Executor:
-    """The run's compiled stages (each wrapped once in `distributed.data_parallel`) and the
-    dataset-mode CNN's trained parameters."""
+    """The run's compiled stages (each wrapped once in `distributed.data_parallel`, a stage
+    with a CNN loop with its `LoopProgress`) and the dataset-mode CNN's trained parameters."""
 
     def __init__(self, config: config_lib.RunConfig):
         self.batch_size = config.batch_size
@@ -124,8 +119,9 @@ class _Executor:
         # stage's jitted parts (boundary cues, watershed).
         self.host_seen: set[tuple] = set()
 
-    def call(self, stage, n_colours, images, mask, keys, labels=None):
-        """(Segmentation, seconds, compiled now) of `stage` on a batch ([n, ...] arrays).
+    def call(self, stage, n_colours, images, mask, keys, labels=None, *, what: str = ""):
+        """(Segmentation, seconds, compiled now) of `stage` on a batch ([n, ...] arrays); a CNN
+        loop's progress lines start with `what` (the unit and its images).
 
         A partial batch is padded to the batch size (CNN stages: to the next power of two, as
         vmapped CNN slots cost a full fit each) with copies of its first image under an
@@ -135,12 +131,17 @@ class _Executor:
         key = (stage, n_colours, labels is None)
         if key not in self._fns:
             params = self.params.get(stage.config) if isinstance(stage, pipeline.ApplyCNN) else None
+            bound = pipeline.cnn_iterations(stage)
+            progress = None if bound is None else LoopProgress(bound, may_stop=True)
+            loop = {} if progress is None else {"progress": progress}
 
             def fn(images, mask, keys, *labels):
-                return stage(images, mask, keys, *labels, n_colours=n_colours, params=params)
+                return stage(
+                    images, mask, keys, *labels, n_colours=n_colours, params=params, **loop
+                )
 
-            self._fns[key] = (distributed.data_parallel(fn), set())
-        fn, shapes_seen = self._fns[key]
+            self._fns[key] = (distributed.data_parallel(fn), set(), progress)
+        fn, shapes_seen, progress = self._fns[key]
         n = len(images)
         size = self.batch_size
         if isinstance(stage, (pipeline.FitCNN, pipeline.ApplyCNN)) and n < size:
@@ -158,59 +159,11 @@ class _Executor:
         shapes = tuple(a.shape for a in args)
         compiled = shapes not in shapes_seen
         shapes_seen.add(shapes)
+        if progress is not None:
+            progress.start(what, compiling=compiled)
         start = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
         return jax.tree.map(lambda a: a[:n], out), time.perf_counter() - start, compiled
-
-    def train(
-        self, dataset, todo: list[Unit], config: config_lib.RunConfig, run_dir: RunDir
-    ) -> None:
-        """Dataset mode: one network per CNN setting, trained on every image of the dataset (one
-        bucket shape) and saved as `networks/<setting>.msgpack`; loaded instead from
-        `config.cnn_params`, or from that file when a rerun finds it."""
-        configs = {s.config for u in todo for s in u.plan if isinstance(s, pipeline.ApplyCNN)}
-        configs -= set(self.params)
-        pending = []
-        for cnn_config in configs:
-            path = config.cnn_params or run_dir.network_path(cnn_config)
-            if Path(path).is_file():
-                _log.info("dataset-mode CNN: loading %s", path)
-                try:
-                    self.params[cnn_config] = cnn.load_params(path, cnn_config)
-                except ValueError as error:
-                    raise ValueError(f"{path}: {error}") from error
-            else:
-                pending.append(cnn_config)
-        if not pending:
-            return
-        prepared = [
-            pipeline.prepare(s.image, pad_multiple=config.pad_multiple, colours=False)
-            for s in dataset
-        ]
-        shapes = sorted({p.image.shape for p in prepared})
-        if len(shapes) != 1:
-            raise ValueError(
-                f"cnn_mode=dataset trains on images of one shape (after turning portrait images "
-                f"to landscape), got {shapes}: set pad_multiple to pad them to one shape"
-            )
-        images = np.stack([p.image for p in prepared]).astype(np.float32) / 255
-        mask = np.stack([p.mask for p in prepared])
-        key = jax.random.fold_in(jax.random.PRNGKey(config.seed), np.uint32(2**32 - 1))
-        for cnn_config in pending:
-            _log.info("training the dataset-mode CNN on %d images", len(prepared))
-            params = cnn.train_dataset(
-                images,
-                key,
-                cnn_config,
-                batch_size=min(config.batch_size, len(prepared)),
-                mask=mask,
-                progress=pipeline.log_cnn_progress,
-                progress_every=25,
-            )
-            self.params[cnn_config] = params
-            path = run_dir.network_path(cnn_config)
-            run_dir.write(path, lambda tmp, params=params: cnn.save_params(tmp, params))
-            _log.info("saved the trained network as %s (reuse: --cnn_params=%s)", path, path)
 
 
 def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: int) -> dict:
@@ -220,6 +173,7 @@ def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: in
     mask = np.stack([it.prepared.mask for it in items])
     keys = _image_keys(seed, [it.index for it in items])
     n_colours = items[0].prepared.n_colours
+    ids = ", ".join(it.sample.image_id for it in items)
     done: dict[tuple, Any] = {}
     out: dict[str, Any] = {}
     for unit in todo:
@@ -237,6 +191,7 @@ def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: in
                             mask,
                             pipeline.stage_keys(keys, i),
                             None if result is None else result.labels,
+                            what=f"{unit.name} on images {ids}",
                         )
                     except Exception as error:  # noqa: BLE001 - recorded per (image, unit)
                         done[prefix] = error
@@ -328,34 +283,6 @@ def _host_key(seed: int, index: int, unit: Unit) -> jax.Array:
     return pipeline.stage_keys(_image_keys(seed, [index]), len(unit.plan) - 1)[0]
 
 
-def _gt_boundaries(ground_truth) -> list[np.ndarray]:
-    """The annotations' boundary maps as the official benchmark builds them from segmentations
-    (`thin(seg_boundaries(.))`, equal to the stored `Boundaries` of the official files)."""
-    return [boundary.thin(boundary.seg_boundaries(g)) for g in ground_truth]
-
-
-def _ucm_scores(ucm2: np.ndarray, ground_truth, nthresh: int) -> tuple[dict, dict]:
-    """(region statistics at the `nthresh` official thresholds as {"index": [nthresh] row of
-    each threshold, "rows": distinct `region_stats_to_row`s}, boundary counts of the curve).
-    A cut depends only on the ucm2 levels at or below it: equal cuts are scored once."""
-    thresholds = metrics.ucm_thresholds(nthresh)
-    levels = np.unique(ucm2)
-    rows: list[dict] = []
-    seen: dict[int, int] = {}
-    index = []
-    for t in thresholds:
-        cut = int(np.searchsorted(levels, t, side="right"))
-        if cut not in seen:
-            seg = metrics.ucm_segmentation(ucm2, t)
-            stats = metrics.region_stats(seg, ground_truth, official_labels=True)
-            seen[cut] = len(rows)
-            rows.append(metrics.region_stats_to_row(stats))
-        index.append(seen[cut])
-    maps = boundary.threshold_maps(boundary.ucm_boundary_map(ucm2), thresholds)
-    bdry = boundary.boundary_stats(maps, _gt_boundaries(ground_truth), thresholds=thresholds)
-    return {"index": index, "rows": rows}, boundary_stats_to_row(bdry)
-
-
 def _save(
     run_dir: RunDir,
     config,
@@ -374,21 +301,14 @@ def _save(
     if ucm2 is not None:
         run_dir.write_ucm(unit.name, sample.image_id, ucm2)
     run_dir.write_labels(unit.name, sample.image_id, labels)
-    for kind, picture in visualize.pictures(sample.image, labels).items():
-        run_dir.write_image(run_dir.picture_path(kind, unit.name, sample.image_id), picture)
-    scores = stats = ucm_stats = bdry = None
-    if sample.ground_truth:
-        scores = metrics.image_metrics(labels, sample.ground_truth)
-        if ucm2 is not None:
-            ucm_stats, bdry = _ucm_scores(ucm2, sample.ground_truth, config.nthresh)
-        else:
-            edges = boundary.seg_boundaries(labels)
-            gt = _gt_boundaries(sample.ground_truth)
-            bdry = boundary_stats_to_row(boundary.boundary_stats([edges], gt))
-            if len(config.k) > 1 and unit.k is not None:
-                stats = metrics.region_stats_to_row(
-                    metrics.region_stats(labels, sample.ground_truth)
-                )
+    panels.write_pictures(run_dir, unit.name, sample, labels)
+    scores = scoring.score(
+        labels,
+        sample.ground_truth,
+        ucm2=ucm2,
+        nthresh=config.nthresh,
+        region_stats=len(config.k) > 1 and unit.k is not None,
+    )
     run_dir.write_record(
         Record(
             sample.image_id,
@@ -397,106 +317,16 @@ def _save(
             unit.method,
             unit.k,
             n_clusters,
-            scores,
-            stats,
+            scores.metrics,
+            scores.region_stats,
             seconds,
             batch,
             compiled,
             None if ucm2 is None else DEFAULT_THRESHOLD,
-            ucm_stats,
-            bdry,
+            scores.ucm_region_stats,
+            scores.boundary_stats,
         )
     )
-
-
-def _draw(
-    run_dir: RunDir, all_units: list[Unit], sample: data.Sample, *, only_missing: bool
-) -> None:
-    """Draws the panel (the image, then each finished unit's and the first annotation's
-    borders over it, captioned with their segment counts; a hierarchy at three levels: half
-    its labels' threshold t, t, and halfway from t to 1) and any missing picture, from the
-    label maps and ucm2 files on disk."""
-    image_id = sample.image_id
-    tiles = [("image", sample.image)]
-    for unit in all_units:
-        path = run_dir.labels_path(unit.name, image_id)
-        if not run_dir.record_path(unit.name, image_id).exists() or not path.exists():
-            continue
-        labels = read_labels(path)
-        missing = [
-            kind
-            for kind in visualize.PICTURES
-            if not run_dir.picture_path(kind, unit.name, image_id).exists()
-        ]
-        if missing:
-            drawn = visualize.pictures(sample.image, labels)
-            for kind in missing:
-                run_dir.write_image(run_dir.picture_path(kind, unit.name, image_id), drawn[kind])
-        record = run_dir.read_record(unit.name, image_id)
-        ucm_path = run_dir.ucm_path(unit.name, image_id)
-        if record is None or record.threshold is None or not ucm_path.exists():
-            tiles.append(_panel_tile(sample.image, labels, unit.name))
-            continue
-        ucm2, t = read_ucm(ucm_path), record.threshold
-        for level, name in ((t / 2, "fine"), (t, "labels"), ((1 + t) / 2, "coarse")):
-            cut = labels if level == t else hierarchy.labels_at(ucm2, level)
-            tiles.append(_panel_tile(sample.image, cut, f"{unit.name} {name} (t={level:.2f})"))
-    if sample.ground_truth:
-        caption = f"annotation 1 of {len(sample.ground_truth)}"
-        tiles.append(_panel_tile(sample.image, sample.ground_truth[0], caption))
-    if len(tiles) > 1 and not (only_missing and run_dir.panel_path(image_id).exists()):
-        panel = visualize.grid(tiles, title=f"image {image_id}: segment borders")
-        run_dir.write_image(run_dir.panel_path(image_id), panel)
-
-
-def _panel_tile(image: np.ndarray, labels: np.ndarray, name: str) -> tuple[str, np.ndarray]:
-    # Borders 2 px wide: panels shrink images to 240 px, which would blur 1 px lines away.
-    n = len(np.unique(labels))
-    return f"{name}: {n} labels", visualize.overlay(image, labels, width=2)
-
-
-class _Progress:
-    """Logs images done, images per second and the estimated time left."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.start = total, 0, time.perf_counter()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        elapsed = time.perf_counter() - self.start
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate else float("inf")
-        _log.info(
-            "%d/%d images  %.3g images/s  elapsed %s  ETA %s",
-            self.done,
-            self.total,
-            rate,
-            _clock(elapsed),
-            _clock(eta),
-        )
-
-
-def _clock(seconds: float) -> str:
-    if not np.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _check_settings(run_dir: RunDir, settings: dict) -> None:
-    """Writes config.json in a new run directory, or checks that a rerun keeps its settings."""
-    path = run_dir.root / "config.json"
-    saved = run_dir.read_json(path)
-    if saved is None:
-        run_dir.write_json(path, settings)
-        return
-    changed = sorted(k for k in settings.keys() | saved.keys() if settings.get(k) != saved.get(k))
-    if changed:
-        diff = ", ".join(f"{k} {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
-        raise ValueError(
-            f"{run_dir.root} holds a run with other settings ({diff}); choose another output_dir"
-        )
 
 
 def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | None:
@@ -518,11 +348,13 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
         distributed.barrier("jaxseg-runner-done")
         return None
     with run_dir.lock():
-        _check_settings(run_dir, settings)
+        run_dir.check_settings(settings)
         distributed.barrier("jaxseg-runner-config")
         _work(config, dataset, run_dir)
         distributed.barrier("jaxseg-runner-done")
-        _cut_at_ods(run_dir, dataset, units(config))
+        names = [u.name for u in units(config)]
+        for index in scoring.cut_at_ods(run_dir, dataset):
+            panels.draw(run_dir, names, dataset[index], only_missing=False)
         records = order(run_dir.records(), list(config.k))
         summary = build(settings, dataset, records, run_dir.failures(), run_dir)
         run_dir.write_csv(run_dir.root / "metrics.csv", *metric_rows(records))
@@ -533,48 +365,10 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
         return summary
 
 
-def _cut_at_ods(run_dir: RunDir, dataset: data.Dataset, all_units: list[Unit]) -> None:
-    """Cuts every hierarchy at its unit's ODS covering threshold over the directory's records:
-    rewrites the label map, its pictures and the record's metrics (threshold, per-image
-    metrics), then the image's panel. Records already at that threshold are left alone; a unit
-    without ground truth keeps `DEFAULT_THRESHOLD`. A failure leaves the record as it was
-    (logged)."""
-    records = run_dir.records()
-    ods = {name: b.ods_covering_threshold for name, b in hierarchy_benchmarks(records).items()}
-    redraw = set()
-    for record in records:
-        threshold = ods.get(record.unit)
-        if threshold is None or record.threshold == threshold:
-            continue
-        try:
-            sample = dataset[record.index]
-            if sample.image_id != record.image_id:
-                raise ValueError(f"dataset image {record.index} is {sample.image_id}")
-            ucm2 = read_ucm(run_dir.ucm_path(record.unit, record.image_id))
-            labels = hierarchy.labels_at(ucm2, threshold)
-            run_dir.write_labels(record.unit, record.image_id, labels)
-            for kind, picture in visualize.pictures(sample.image, labels).items():
-                path = run_dir.picture_path(kind, record.unit, record.image_id)
-                run_dir.write_image(path, picture)
-            scores = (
-                metrics.image_metrics(labels, sample.ground_truth) if sample.ground_truth else None
-            )
-        except Exception as error:  # noqa: BLE001 - the record stays as it was
-            _log.warning("cannot cut %s of %s: %s", record.unit, record.image_id, error)
-            continue
-        run_dir.write_record(
-            dataclasses.replace(
-                record, threshold=threshold, metrics=scores, n_clusters=int(labels.max() + 1)
-            )
-        )
-        redraw.add(record.index)
-    for index in sorted(redraw):
-        _draw(run_dir, all_units, dataset[index], only_missing=False)
-
-
 def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) -> None:
     """Segments this process's share of the images that are not done; redraws missing panels."""
     all_units = units(config)
+    names = [u.name for u in all_units]
     subset = dataset if config.num_images is None else dataset[: config.num_images]
     mine = [int(i) for i in distributed.process_indices(len(subset))]
     pending, repair = [], []
@@ -591,11 +385,7 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
         )
         if todo:
             pending.append((i, todo))
-        elif not run_dir.panel_path(image_id).exists() or any(
-            not run_dir.picture_path(kind, u.name, image_id).exists()
-            for u in all_units
-            for kind in visualize.PICTURES
-        ):
+        elif panels.missing(run_dir, names, image_id):
             repair.append(i)
     _log.info(
         "%s: %d images x %d units in %s; %d images done before, %d to do",
@@ -608,10 +398,12 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
     )
     executor = _Executor(config)
     if config.cnn_mode == "dataset" and pending:
-        executor.train(dataset, [u for _, todo in pending for u in todo], config, run_dir)
+        plans = [s for _, todo in pending for u in todo for s in u.plan]
+        configs = {s.config for s in plans if isinstance(s, pipeline.ApplyCNN)}
+        executor.params.update(networks.load_or_train(dataset, configs, config, run_dir))
     for i in repair:
-        _draw(run_dir, all_units, dataset[i], only_missing=True)
-    progress = _Progress(len(pending))
+        panels.draw(run_dir, names, dataset[i], only_missing=True)
+    progress = ImageProgress(len(pending))
     buckets: dict[tuple, list[_Item]] = {}
     for item in _load(dataset, pending, config, run_dir, progress):
         bucket = buckets.setdefault(item.prepared.bucket, [])
@@ -627,11 +419,11 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
 def _finish(items, run_dir, executor, config, all_units, progress) -> None:
     _process(items, run_dir, executor, config, all_units)
     for it in items:
-        _draw(run_dir, all_units, it.sample, only_missing=False)
+        panels.draw(run_dir, [u.name for u in all_units], it.sample, only_missing=False)
     progress.update(len(items))
 
 
-def _load(dataset, pending, config, run_dir: RunDir, progress: _Progress):
+def _load(dataset, pending, config, run_dir: RunDir, progress: ImageProgress):
     """Yields the pending images as `_Item`s; an unreadable image is recorded as failed for
     each of its units, counted as done, and skipped."""
     for index, todo in pending:

@@ -3,6 +3,7 @@ dataset written by the tests."""
 
 import csv
 import dataclasses
+import logging
 import os
 import re
 import subprocess
@@ -312,10 +313,48 @@ def test_failures_are_per_image_and_method(tmp_path):
     assert sorted(_labels(tmp_path / "run", "cnn")) == ["tiny.png"]
 
 
-def test_dataset_mode_cnn(bsds, tmp_path):
+def _log_lines(caplog, start: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(start)]
+
+
+def test_cnn_batches_log_iterations_and_an_upper_bound_of_the_time_left(
+    tmp_path, caplog, monkeypatch
+):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)).save(
+            folder / f"{name}.png"
+        )
+    cnn_config = dataclasses.replace(cnn.Config.paper(), max_iter=2, min_labels=1)
+    cfg = config.RunConfig(
+        dataset=str(folder), method=("cnn",), options=pipeline.Options(cnn=cnn_config)
+    )
+    monkeypatch.setattr(pipeline, "PROGRESS_EVERY", 1)
+    with caplog.at_level(logging.INFO, logger="jaxseg.runner"):
+        runner.run(cfg, tmp_path / "run")
+    first, second = _log_lines(caplog, "  cnn on images a, b: iteration ")
+    labels = r"labels \[\d+, \d+\], loss \[\S+, \S+\]"
+    assert re.fullmatch(
+        rf".*iteration 1/2, {labels}, ETA at the next line \(this call compiled\)", first
+    )
+    assert re.fullmatch(
+        rf".*iteration 2/2, {labels}, ETA <= 0:00 \(sooner if it converges\)", second
+    )
+
+
+def test_dataset_mode_cnn(bsds, tmp_path, caplog, monkeypatch):
     cfg = _config(bsds, method=("cnn",), cnn_mode="dataset", num_images=2)
-    summary = runner.run(cfg, tmp_path / "a")
+    monkeypatch.setattr(pipeline, "PROGRESS_EVERY", 1)
+    with caplog.at_level(logging.INFO, logger="jaxseg.runner"):
+        summary = runner.run(cfg, tmp_path / "a")
     assert summary.units[0].n_scored == 2
+    # Training (on the whole split: 3 images, one batch, max_iter 3 updates) logs every
+    # PROGRESS_EVERY updates; it cannot stop early, so its ETA is no bound.
+    lines = _log_lines(caplog, "  dataset-mode CNN, 3 images in batches of 3: iteration ")
+    assert [re.search(r"iteration (\d/3), ", s)[1] for s in lines] == ["1/3", "2/3", "3/3"]
+    assert re.search(r", ETA \d+:\d\d$", lines[-1])
     assert all(1 <= int(r["n_clusters"]) <= 100 for r in _csv(tmp_path / "a" / "metrics.csv"))
     # The trained network is saved; another run applies it without training: same labels.
     (network,) = (tmp_path / "a" / "networks").glob("cnn-*.msgpack")
