@@ -32,6 +32,7 @@ _SUBMODULES = (
     "report",
     "rundir",
     "runner",
+    "scribbles",
     "slic",
     "summary",
     "visualize",
