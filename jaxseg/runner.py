@@ -46,6 +46,7 @@ import numpy as np
 
 from jaxseg import boundary, cnn, data, distributed, hierarchy, metrics, pipeline, report, visualize
 from jaxseg import config as config_lib
+from jaxseg import scribbles as scribble_maps
 from jaxseg.rundir import (
     Failure,
     Record,
@@ -104,6 +105,7 @@ class _Item(NamedTuple):
     sample: data.Sample
     prepared: pipeline.Prepared
     units: tuple[Unit, ...]
+    scribbles: np.ndarray | None = None  # [h, w] as the image (drawn over its pictures)
 
 
 def _image_keys(seed: int, indices: Sequence[int]) -> jax.Array:
@@ -124,20 +126,26 @@ class _Executor:
         # stage's jitted parts (boundary cues, watershed).
         self.host_seen: set[tuple] = set()
 
-    def call(self, stage, n_colours, images, mask, keys, labels=None):
-        """(Segmentation, seconds, compiled now) of `stage` on a batch ([n, ...] arrays).
+    def call(self, stage, n_colours, images, mask, keys, labels=None, scribbles=None):
+        """(Segmentation, seconds, compiled now) of `stage` on a batch ([n, ...] arrays), guided
+        by `scribbles` [n, h, w] if given.
 
         A partial batch is padded to the batch size (CNN stages: to the next power of two, as
         vmapped CNN slots cost a full fit each) with copies of its first image under an
         all-False mask, so each stage compiles for few batch sizes; padded results are dropped.
         """
         n_colours = stage.colours(n_colours)
-        key = (stage, n_colours, labels is None)
+        key = (stage, n_colours, labels is None, scribbles is None)
         if key not in self._fns:
             params = self.params.get(stage.config) if isinstance(stage, pipeline.ApplyCNN) else None
+            guided = scribbles is not None
 
-            def fn(images, mask, keys, *labels):
-                return stage(images, mask, keys, *labels, n_colours=n_colours, params=params)
+            def fn(images, mask, keys, *rest):
+                guide = {"scribbles": rest[-1]} if guided else {}
+                labels = rest[: len(rest) - guided]
+                return stage(
+                    images, mask, keys, *labels, n_colours=n_colours, params=params, **guide
+                )
 
             self._fns[key] = (distributed.data_parallel(fn), set())
         fn, shapes_seen = self._fns[key]
@@ -155,6 +163,8 @@ class _Executor:
         args = [pad(images), pad(mask, jnp.zeros_like(mask[:1])), pad(keys)]
         if labels is not None:
             args.append(pad(labels))
+        if scribbles is not None:
+            args.append(pad(scribbles, jnp.full_like(scribbles[:1], cnn.UNSCRIBBLED)))
         shapes = tuple(a.shape for a in args)
         compiled = shapes not in shapes_seen
         shapes_seen.add(shapes)
@@ -220,6 +230,9 @@ def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: in
     mask = np.stack([it.prepared.mask for it in items])
     keys = _image_keys(seed, [it.index for it in items])
     n_colours = items[0].prepared.n_colours
+    scribbles = None
+    if items[0].prepared.scribbles is not None:  # a run with --scribbles: each item has a map
+        scribbles = np.stack([it.prepared.scribbles for it in items])
     done: dict[tuple, Any] = {}
     out: dict[str, Any] = {}
     for unit in todo:
@@ -237,6 +250,7 @@ def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: in
                             mask,
                             pipeline.stage_keys(keys, i),
                             None if result is None else result.labels,
+                            scribbles if pipeline.takes_scribbles(stages[i]) else None,
                         )
                     except Exception as error:  # noqa: BLE001 - recorded per (image, unit)
                         done[prefix] = error
@@ -374,7 +388,8 @@ def _save(
     if ucm2 is not None:
         run_dir.write_ucm(unit.name, sample.image_id, ucm2)
     run_dir.write_labels(unit.name, sample.image_id, labels)
-    for kind, picture in visualize.pictures(sample.image, labels).items():
+    pictures = visualize.pictures(sample.image, labels, scribbles=item.scribbles)
+    for kind, picture in pictures.items():
         run_dir.write_image(run_dir.picture_path(kind, unit.name, sample.image_id), picture)
     scores = stats = ucm_stats = bdry = None
     if sample.ground_truth:
@@ -410,14 +425,27 @@ def _save(
 
 
 def _draw(
-    run_dir: RunDir, all_units: list[Unit], sample: data.Sample, *, only_missing: bool
+    run_dir: RunDir,
+    all_units: list[Unit],
+    sample: data.Sample,
+    *,
+    only_missing: bool,
+    scribbles: np.ndarray | None = None,
 ) -> None:
-    """Draws the panel (the image, then each finished unit's and the first annotation's
-    borders over it, captioned with their segment counts; a hierarchy at three levels: half
-    its labels' threshold t, t, and halfway from t to 1) and any missing picture, from the
-    label maps and ucm2 files on disk."""
+    """Draws the panel (the image with its `scribbles`, then each finished unit's and the
+    first annotation's borders over it, captioned with their segment counts; a hierarchy at
+    three levels: half its labels' threshold t, t, and halfway from t to 1) and any missing
+    picture, from the label maps and ucm2 files on disk."""
     image_id = sample.image_id
     tiles = [("image", sample.image)]
+    if scribbles is not None:
+        n = len(np.unique(scribbles[scribbles != cnn.UNSCRIBBLED]))
+        tiles = [
+            (
+                f"image, scribbles of {n} classes",
+                visualize.strokes(sample.image, scribbles, width=2),
+            )
+        ]
     for unit in all_units:
         path = run_dir.labels_path(unit.name, image_id)
         if not run_dir.record_path(unit.name, image_id).exists() or not path.exists():
@@ -429,7 +457,7 @@ def _draw(
             if not run_dir.picture_path(kind, unit.name, image_id).exists()
         ]
         if missing:
-            drawn = visualize.pictures(sample.image, labels)
+            drawn = visualize.pictures(sample.image, labels, scribbles=scribbles)
             for kind in missing:
                 run_dir.write_image(run_dir.picture_path(kind, unit.name, image_id), drawn[kind])
         record = run_dir.read_record(unit.name, image_id)
@@ -522,7 +550,7 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
         distributed.barrier("jaxseg-runner-config")
         _work(config, dataset, run_dir)
         distributed.barrier("jaxseg-runner-done")
-        _cut_at_ods(run_dir, dataset, units(config))
+        _cut_at_ods(run_dir, dataset, units(config), config.scribbles)
         records = order(run_dir.records(), list(config.k))
         summary = build(settings, dataset, records, run_dir.failures(), run_dir)
         run_dir.write_csv(run_dir.root / "metrics.csv", *metric_rows(records))
@@ -533,7 +561,9 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
         return summary
 
 
-def _cut_at_ods(run_dir: RunDir, dataset: data.Dataset, all_units: list[Unit]) -> None:
+def _cut_at_ods(
+    run_dir: RunDir, dataset: data.Dataset, all_units: list[Unit], scribble_dir: str | None
+) -> None:
     """Cuts every hierarchy at its unit's ODS covering threshold over the directory's records:
     rewrites the label map, its pictures and the record's metrics (threshold, per-image
     metrics), then the image's panel. Records already at that threshold are left alone; a unit
@@ -553,7 +583,10 @@ def _cut_at_ods(run_dir: RunDir, dataset: data.Dataset, all_units: list[Unit]) -
             ucm2 = read_ucm(run_dir.ucm_path(record.unit, record.image_id))
             labels = hierarchy.labels_at(ucm2, threshold)
             run_dir.write_labels(record.unit, record.image_id, labels)
-            for kind, picture in visualize.pictures(sample.image, labels).items():
+            strokes = _scribbles_to_draw(scribble_dir, sample)
+            for kind, picture in visualize.pictures(
+                sample.image, labels, scribbles=strokes
+            ).items():
                 path = run_dir.picture_path(kind, record.unit, record.image_id)
                 run_dir.write_image(path, picture)
             scores = (
@@ -569,7 +602,9 @@ def _cut_at_ods(run_dir: RunDir, dataset: data.Dataset, all_units: list[Unit]) -
         )
         redraw.add(record.index)
     for index in sorted(redraw):
-        _draw(run_dir, all_units, dataset[index], only_missing=False)
+        sample = dataset[index]
+        strokes = _scribbles_to_draw(scribble_dir, sample)
+        _draw(run_dir, all_units, sample, only_missing=False, scribbles=strokes)
 
 
 def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) -> None:
@@ -610,7 +645,9 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
     if config.cnn_mode == "dataset" and pending:
         executor.train(dataset, [u for _, todo in pending for u in todo], config, run_dir)
     for i in repair:
-        _draw(run_dir, all_units, dataset[i], only_missing=True)
+        sample = dataset[i]
+        strokes = _scribbles_to_draw(config.scribbles, sample)
+        _draw(run_dir, all_units, sample, only_missing=True, scribbles=strokes)
     progress = _Progress(len(pending))
     buckets: dict[tuple, list[_Item]] = {}
     for item in _load(dataset, pending, config, run_dir, progress):
@@ -627,7 +664,7 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
 def _finish(items, run_dir, executor, config, all_units, progress) -> None:
     _process(items, run_dir, executor, config, all_units)
     for it in items:
-        _draw(run_dir, all_units, it.sample, only_missing=False)
+        _draw(run_dir, all_units, it.sample, only_missing=False, scribbles=it.scribbles)
     progress.update(len(items))
 
 
@@ -637,13 +674,59 @@ def _load(dataset, pending, config, run_dir: RunDir, progress: _Progress):
     for index, todo in pending:
         try:
             sample = dataset[index]
+            scribbles, guide = None, None
+            if config.scribbles is not None:
+                scribbles, todo = _scribbles(config.scribbles, sample, todo, run_dir)
+                guide = np.full(sample.image.shape[:2], cnn.UNSCRIBBLED, np.uint8)
+                guide = guide if scribbles is None else scribbles
             colours = any(isinstance(s, pipeline.Cluster) for u in todo for s in u.plan)
             prepared = pipeline.prepare(
-                sample.image, pad_multiple=config.pad_multiple, colours=colours
+                sample.image, pad_multiple=config.pad_multiple, colours=colours, scribbles=guide
             )
         except Exception as error:  # noqa: BLE001 - any bad image is recorded and skipped
             for unit in todo:
                 _fail(run_dir, unit.name, dataset.ids[index], error)
             progress.update(1)
             continue
-        yield _Item(index, sample, prepared, todo)
+        if not todo:  # every unit failed on the scribbles
+            progress.update(1)
+            continue
+        yield _Item(index, sample, prepared, todo, scribbles)
+
+
+def _scribbles(folder: str, sample: data.Sample, todo, run_dir: RunDir):
+    """(the image's scribble map [h, w] or None, its units still to run). No file, or one
+    without a scribbled pixel (logged): None, unguided. A bad file raises `ValueError` naming
+    it; a unit whose CNN has too few channels for the classes is recorded as failed."""
+    path = scribble_maps.find(folder, sample.image_id)
+    if path is None:
+        return None, todo
+    scribbles = scribble_maps.read(path, sample.image.shape[:2])
+    marked = scribbles[scribbles != cnn.UNSCRIBBLED]
+    if marked.size == 0:
+        _log.warning(
+            "scribble file %s has no scribbled pixel: %s runs unguided", path, sample.image_id
+        )
+        return None, todo
+    top, left = int(marked.max()), []
+    for unit in todo:
+        channels = pipeline.scribble_channels(unit.plan)
+        if top < channels:
+            left.append(unit)
+            continue
+        error = ValueError(
+            f"scribble file {path}: class {top} needs more than the {channels} channels of "
+            f"{unit.name}'s CNN (classes 0..{channels - 1})"
+        )
+        _fail(run_dir, unit.name, sample.image_id, error)
+    return scribbles, tuple(left)
+
+
+def _scribbles_to_draw(folder: str | None, sample: data.Sample) -> np.ndarray | None:
+    """The scribbles drawn over a redrawn picture of `sample` (None: none, or a bad file)."""
+    path = None if folder is None else scribble_maps.find(folder, sample.image_id)
+    try:
+        scribbles = None if path is None else scribble_maps.read(path, sample.image.shape[:2])
+    except ValueError:
+        return None
+    return scribbles if scribbles is not None and scribbles.min() < cnn.UNSCRIBBLED else None
