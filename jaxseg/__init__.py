@@ -36,6 +36,7 @@ _SUBMODULES = (
     "rundir",
     "runner",
     "scoring",
+    "scribbles",
     "slic",
     "summary",
     "visualize",

@@ -83,6 +83,13 @@ class RunConfig:
     num_images: int | None = _field(
         None, "Only the first N images of the sorted dataset.", "data", label=False
     )
+    scribbles: str | None = _field(
+        None,
+        "Folder of scribbles guiding the per-image CNN methods: <id>.png (or the authors' "
+        "<id>_scribble.png), single-channel 8-bit, class ids 0..254, 255 = unscribbled, the "
+        "image's size; images without a file run unguided.",
+        "data",
+    )
     method: tuple[str, ...] = _field(
         ("gmm_kmeans",),
         "Comma list of methods; 'paper' is the paper's five, 'all' adds the variants, "
@@ -147,6 +154,22 @@ class RunConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.cnn_mode not in pipeline.CNN_MODES:
             raise ValueError(f"cnn_mode must be one of {pipeline.CNN_MODES}, got {self.cnn_mode!r}")
+        if self.scribbles is not None:
+            if not Path(self.scribbles).is_dir():
+                raise ValueError(f"scribbles: no folder {self.scribbles}")
+            blind = [
+                m
+                for m in self.method
+                if pipeline.scribble_channels(
+                    pipeline.plan(m, "elbow", self.options, cnn_mode=self.cnn_mode)
+                )
+                is None
+            ]
+            if blind:
+                raise ValueError(
+                    f"scribbles guide the CNN fitted per image; {', '.join(blind)} has none "
+                    f"(cnn_mode={self.cnn_mode}): run it without --scribbles"
+                )
         if self.cnn_params is not None:
             if self.cnn_mode != "dataset":
                 raise ValueError("cnn_params needs cnn_mode=dataset (a trained network to apply)")

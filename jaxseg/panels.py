@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxseg import data, hierarchy, visualize
+from jaxseg.cnn import UNSCRIBBLED
 from jaxseg.rundir import RunDir, read_labels, read_ucm
 
 __all__ = ["draw", "missing", "write_pictures"]
@@ -25,9 +26,12 @@ def write_pictures(
     sample: data.Sample,
     labels: np.ndarray,
     kinds: Sequence[str] = visualize.PICTURES,
+    *,
+    scribbles: np.ndarray | None = None,
 ) -> None:
-    """Writes the `kinds` pictures of `sample`'s label map [h, w] for `unit`."""
-    drawn = visualize.pictures(sample.image, labels)
+    """Writes the `kinds` pictures of `sample`'s label map [h, w] for `unit`, with the
+    `scribbles` [h, w] of a guided run drawn over them."""
+    drawn = visualize.pictures(sample.image, labels, scribbles=scribbles)
     for kind in kinds:
         run_dir.write_image(run_dir.picture_path(kind, unit, sample.image_id), drawn[kind])
 
@@ -41,12 +45,28 @@ def missing(run_dir: RunDir, units: Sequence[str], image_id: str) -> bool:
     )
 
 
-def draw(run_dir: RunDir, units: Sequence[str], sample: data.Sample, *, only_missing: bool) -> None:
+def draw(
+    run_dir: RunDir,
+    units: Sequence[str],
+    sample: data.Sample,
+    *,
+    only_missing: bool,
+    scribbles: np.ndarray | None = None,
+) -> None:
     """Draws the panel of `sample` (unless `only_missing` and it exists) and the missing
     pictures of its finished units, in the order of `units`. A hierarchy's panel tiles are its
-    cuts at half its labels' threshold t, t, and halfway from t to 1."""
+    cuts at half its labels' threshold t, t, and halfway from t to 1. A guided run's
+    `scribbles` [h, w] are drawn over the first tile and the pictures."""
     image_id = sample.image_id
     tiles = [("image", sample.image)]
+    if scribbles is not None:
+        n = len(np.unique(scribbles[scribbles != UNSCRIBBLED]))
+        tiles = [
+            (
+                f"image, scribbles of {n} classes",
+                visualize.strokes(sample.image, scribbles, width=2),
+            )
+        ]
     for unit in units:
         path = run_dir.labels_path(unit, image_id)
         if not run_dir.record_path(unit, image_id).exists() or not path.exists():
@@ -58,7 +78,7 @@ def draw(run_dir: RunDir, units: Sequence[str], sample: data.Sample, *, only_mis
             if not run_dir.picture_path(kind, unit, image_id).exists()
         ]
         if kinds:
-            write_pictures(run_dir, unit, sample, labels, kinds)
+            write_pictures(run_dir, unit, sample, labels, kinds, scribbles=scribbles)
         record = run_dir.read_record(unit, image_id)
         ucm_path = run_dir.ucm_path(unit, image_id)
         if record is None or record.threshold is None or not ucm_path.exists():

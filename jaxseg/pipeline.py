@@ -51,6 +51,10 @@ become RGB), bucket images of any shapes (`prepare`: a portrait image is transpo
 landscape, then padded with zeros at the bottom and right up to a multiple of `pad_multiple`,
 with a mask that keeps the padding out of every fit) and call `segment_batch` on each bucket.
 The bucket depends only on the image's own shape, so its labels never depend on its batch.
+
+Scribbles (Kim et al. 2020's interactive mode): `segment(..., scribbles=map)` guides the
+stages that fit a CNN per image (`takes_scribbles`: `FitCNN`, `RefinedCNN`); scribbled pixels
+keep their class, which gets a stable label (see `segment`). Methods without one refuse them.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import cnn, edges, features, gmm, hierarchy, kmeans, slic
+from jaxseg import scribbles as scribble_maps
 
 __all__ = [
     "CNN_MODES",
@@ -94,11 +99,13 @@ __all__ = [
     "log_cnn_progress",
     "plan",
     "prepare",
+    "scribble_channels",
     "segment",
     "segment_batch",
     "segment_images",
     "stage_keys",
     "takes_k",
+    "takes_scribbles",
 ]
 
 _log = logging.getLogger("jaxseg.pipeline")
@@ -242,16 +249,38 @@ def log_cnn_progress(iteration, n_labels, loss) -> None:
 PROGRESS_EVERY = 25
 
 
-def _consecutive(labels: jax.Array, mask: jax.Array, size: int) -> Segmentation:
+def _consecutive(
+    labels: jax.Array, mask: jax.Array, size: int, first: jax.Array | None = None
+) -> Segmentation:
     """Renumbers labels [b, h, w] in [0, size) to 0..n-1 (in order of value) over the unmasked
-    pixels; masked pixels get 0."""
+    pixels; masked pixels get 0. With `first` [b, size] bool, those labels come first (in
+    order of value), the others after them."""
+    if first is None:
+        first = jnp.zeros(labels.shape[:1] + (size,), bool)
 
-    def one(labels, mask):
+    def one(labels, mask, first):
         present = jnp.zeros(size, bool).at[labels].max(mask)
-        rank = jnp.cumsum(present) - 1
+        first = first & present
+        rank = jnp.where(
+            first, jnp.cumsum(first) - 1, first.sum() + jnp.cumsum(present & ~first) - 1
+        )
         return jnp.where(mask, rank[labels], 0).astype(jnp.int32), present.sum(dtype=jnp.int32)
 
-    return Segmentation(*jax.vmap(one)(labels, mask))
+    return Segmentation(*jax.vmap(one)(labels, mask, first))
+
+
+def _guided(labels: jax.Array, mask: jax.Array, size: int, scribbles) -> Segmentation:
+    """A CNN stage's labels [b, h, w] in [0, size), consecutive (`_consecutive`); with
+    `scribbles` [b, h, w] the scribbled pixels are set to their class and the classes come
+    first: class c gets the number of the image's scribble classes below c (c itself for
+    classes 0..k-1)."""
+    if scribbles is None:
+        return _consecutive(labels, mask, size)
+    scribbled = mask & (scribbles != cnn.UNSCRIBBLED)
+    classes = jnp.where(scribbled, scribbles, 0).astype(jnp.int32)
+    labels = jnp.where(scribbled, classes, labels)
+    first = jax.vmap(lambda c, s: jnp.zeros(size, bool).at[c].max(s))(classes, scribbled)
+    return _consecutive(labels, mask, size, first)
 
 
 def _elbow(x, w, key, options: Options):
@@ -358,11 +387,22 @@ class _CNNStage:
 
 @dataclasses.dataclass(frozen=True)
 class FitCNN(_CNNStage):
-    """The CNN fitted to each image from scratch (`cnn.segment_batch`); `progress` (a
-    `cnn.Progress` or None) is called every `PROGRESS_EVERY` iterations of its loop."""
+    """The CNN fitted to each image from scratch (`cnn.segment_batch`), guided by optional
+    `scribbles` [b, h, w] (`cnn.UNSCRIBBLED` where none; see `_guided` for the labels);
+    `progress` (a `cnn.Progress` or None) is called every `PROGRESS_EVERY` iterations of its
+    loop."""
 
     def __call__(
-        self, images, mask, keys, labels=None, *, n_colours=None, params=None, progress=None
+        self,
+        images,
+        mask,
+        keys,
+        labels=None,
+        *,
+        n_colours=None,
+        params=None,
+        progress=None,
+        scribbles=None,
     ):
         del labels, n_colours, params
         result = cnn.segment_batch(
@@ -370,10 +410,11 @@ class FitCNN(_CNNStage):
             keys,
             self.config,
             mask=mask,
+            scribbles=scribbles,
             progress=progress,
             progress_every=PROGRESS_EVERY,
         )
-        return _consecutive(result.labels, mask, self.bound)
+        return _guided(result.labels, mask, self.bound, scribbles)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,7 +441,9 @@ class RefinedCNN:
     shrunk by `options.refined_scale`; the final labels are refined the same way and scaled
     back up (nearest: borders at the shrunk image's resolution). Settings: `options.refined`
     (a `cnn.Config`, `Config.refined()` by default), `options.superpixel_size` and
-    `options.compactness`. `progress` as `FitCNN`'s."""
+    `options.compactness`. Optional `scribbles` [b, h, w] are shrunk keeping every stroke
+    (`scribbles.shrink`) to guide the fit; the full-size labels are then `_guided` by them.
+    `progress` as `FitCNN`'s."""
 
     options: Options
 
@@ -412,7 +455,16 @@ class RefinedCNN:
         return None
 
     def __call__(
-        self, images, mask, keys, labels=None, *, n_colours=None, params=None, progress=None
+        self,
+        images,
+        mask,
+        keys,
+        labels=None,
+        *,
+        n_colours=None,
+        params=None,
+        progress=None,
+        scribbles=None,
     ):
         del labels, n_colours, params
         config, scale = self.options.refined, self.options.refined_scale
@@ -437,6 +489,7 @@ class RefinedCNN:
             mask=small_mask,
             segments=superpixels,
             n_segments=n_segments,
+            scribbles=None if scribbles is None else scribble_maps.shrink(scribbles, (hs, ws)),
             progress=progress,
             progress_every=PROGRESS_EVERY,
         )
@@ -445,7 +498,7 @@ class RefinedCNN:
         refined = jax.vmap(
             lambda lab, seg, m: cnn.refine_labels(lab, seg, n_segments, config.n_channels, m)
         )(fit.labels, superpixels, small_mask)
-        return _consecutive(refined[:, up_rows][:, :, up_cols], mask, self.bound)
+        return _guided(refined[:, up_rows][:, :, up_cols], mask, self.bound, scribbles)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -550,6 +603,17 @@ def cnn_iterations(stage) -> int | None:
     return None
 
 
+def takes_scribbles(stage) -> bool:
+    """Whether `stage` fits a CNN per image that scribbles can guide (`FitCNN`, `RefinedCNN`)."""
+    return cnn_iterations(stage) is not None
+
+
+def scribble_channels(stages: Sequence[Stage]) -> int | None:
+    """The channels of a plan's guided CNN (scribble classes must be below), or None when no
+    stage `takes_scribbles`."""
+    return next((s.bound for s in stages if takes_scribbles(s)), None)
+
+
 def device_stages(stages: Sequence[Stage]) -> tuple[Stage, ...]:
     """The stages of a plan that run on the device (all but the final host stage)."""
     return tuple(s for s in stages if not is_host(s))
@@ -633,14 +697,22 @@ def execute(
     n_colours: int | None = None,
     params: Any = None,
     progress: cnn.Progress | None = log_cnn_progress,
+    scribbles: jax.Array | None = None,
 ) -> Segmentation:
     """Runs a plan's device stages on a batch (pure: jit it with `stages`, `n_colours` and
-    `progress` static); the CNN stages report to `progress` (None: no callback compiled)."""
+    `progress` static); the CNN stages report to `progress` (None: no callback compiled), and
+    `scribbles` [b, h, w] go to the stages that `takes_scribbles`."""
     if any(is_host(s) for s in stages):
         raise ValueError("execute runs device stages only; the runner runs the host stage")
+    if scribbles is not None and scribble_channels(stages) is None:
+        raise ValueError("scribbles given, but no stage of the plan fits a CNN to guide")
     result = None
     for i, stage in enumerate(stages):
-        loop = {} if cnn_iterations(stage) is None else {"progress": progress}
+        loop = {}
+        if cnn_iterations(stage) is not None:
+            loop["progress"] = progress
+            if scribbles is not None:
+                loop["scribbles"] = scribbles
         result = stage(
             images,
             mask,
@@ -662,6 +734,7 @@ def segment_batch(
     n_clusters: int | str = "elbow",
     options: Options | None = None,
     n_colours: int | None = None,
+    scribbles: jax.Array | None = None,
 ) -> Segmentation:
     """Segments a batch of same-shape images with `method`: pure, works under `jax.jit` (with
     `method`, `n_clusters`, `options` and `n_colours` static) and `jax.vmap`.
@@ -675,6 +748,8 @@ def segment_batch(
       options: `Options`; None: the defaults.
       n_colours: for uint8 images, cluster the distinct colours (see `Cluster`): a static size
         >= every image's number of distinct colours (`colour_size`). None: every pixel.
+      scribbles: [b, h, w] int scribble maps (`cnn.UNSCRIBBLED` = 255 where none, classes
+        below the CNN's channels) guiding the plan's per-image CNN (`takes_scribbles`).
 
     Returns:
       A `Segmentation` with labels [b, h, w]. Image i's labels depend only on images[i],
@@ -684,7 +759,14 @@ def segment_batch(
     if mask is None:
         mask = jnp.ones(images.shape[:3], bool)
     stages = plan(method, n_clusters, options)
-    return execute(stages, jnp.asarray(images), keys, jnp.asarray(mask), n_colours=n_colours)
+    return execute(
+        stages,
+        jnp.asarray(images),
+        keys,
+        jnp.asarray(mask),
+        n_colours=n_colours,
+        scribbles=None if scribbles is None else jnp.asarray(scribbles),
+    )
 
 
 _segment_batch = jax.jit(
@@ -703,12 +785,15 @@ class Prepared(NamedTuple):
       mask: [H, W] bool, True on the image's pixels.
       shape: (h, w) of the original image.
       n_colours: `colour_size` of a uint8 bucket (None for float images or when asked not to).
+      scribbles: [H, W] int32 scribble map, turned and padded (with `cnn.UNSCRIBBLED`) as the
+        image, or None.
     """
 
     image: np.ndarray
     mask: np.ndarray
     shape: tuple[int, int]
     n_colours: int | None
+    scribbles: np.ndarray | None = None
 
     @property
     def bucket(self) -> tuple:
@@ -753,8 +838,9 @@ def colour_size(image: np.ndarray) -> int | None:
     return size if 0 < count <= size else None
 
 
-def prepare(image, *, pad_multiple: int = 1, colours: bool = True) -> Prepared:
-    """Checks and buckets one image (host side; see the module doc).
+def prepare(image, *, pad_multiple: int = 1, colours: bool = True, scribbles=None) -> Prepared:
+    """Checks and buckets one image (host side; see the module doc), with its `scribbles` map
+    [h, w] (checked by the caller) if given.
 
     `colours=False` skips counting distinct colours (work for the CNN only).
     """
@@ -771,7 +857,11 @@ def prepare(image, *, pad_multiple: int = 1, colours: bool = True) -> Prepared:
     mask = np.pad(np.ones(image.shape[:2], dtype=bool), pad)
     image = np.pad(image, (*pad, (0, 0)))
     n_colours = colour_size(image) if colours and image.dtype == np.uint8 else None
-    return Prepared(image, mask, shape, n_colours)
+    if scribbles is not None:
+        scribbles = np.asarray(scribbles, np.int32)
+        scribbles = scribbles.T if shape[0] > shape[1] else scribbles
+        scribbles = np.pad(scribbles, pad, constant_values=cnn.UNSCRIBBLED)
+    return Prepared(image, mask, shape, n_colours, scribbles)
 
 
 def segment(
@@ -780,6 +870,7 @@ def segment(
     *,
     key: jax.Array,
     n_clusters: int | str = "elbow",
+    scribbles=None,
     **options,
 ) -> jax.Array:
     """Segments one image with `method` (host function: checks its input, then
@@ -791,13 +882,28 @@ def segment(
       method: one of `METHODS + VARIANTS` (see the module doc).
       key: PRNG key.
       n_clusters: K of K-means / GMM (of the K-means stage for the ensembles), or "elbow".
+      scribbles: optional [h, w] integer scribble map for the methods with a per-image CNN
+        (`takes_scribbles`: cnn, cnn_ce, cnn_kmeans, cnn_refined, cnn_refined_kmeans): class
+        c in 0..n_channels-1 on scribbled pixels, `cnn.UNSCRIBBLED` (255) elsewhere, as Kim et
+        al.'s `demo.py`. The CNN is pulled toward class c there (`cnn.Config.scribble_weight`)
+        and its scribbled pixels are set to their class. Stable labels (cnn, cnn_ce,
+        cnn_refined): class c gets label c when the classes are 0..k-1 (in general the number
+        of the map's classes below c), the other segments k, k+1, ...; the ensembles' K-means
+        may merge classes. Other methods raise ValueError.
       **options: fields of `Options` (space, xy_weight, k_min, k_max, covariance_type, cnn).
 
     Returns:
       The label map [h, w] int32, labels 0..n-1: the labels the runner and `segment_images`
       give this image with this key, whatever the batch.
     """
-    return segment_images([image], method, keys=key[None], n_clusters=n_clusters, **options)[0]
+    return segment_images(
+        [image],
+        method,
+        keys=key[None],
+        n_clusters=n_clusters,
+        scribbles=None if scribbles is None else [scribbles],
+        **options,
+    )[0]
 
 
 def segment_images(
@@ -807,19 +913,33 @@ def segment_images(
     keys: jax.Array,
     n_clusters: int | str = "elbow",
     pad_multiple: int = 1,
+    scribbles: Sequence | None = None,
     **options,
 ) -> list[jax.Array]:
     """Segments images of any shapes (host function), batching those that share a bucket
-    (`Prepared.bucket`). Returns one label map [h_i, w_i] int32 per image, in order."""
+    (`Prepared.bucket`). Returns one label map [h_i, w_i] int32 per image, in order.
+    `scribbles`: None, or one scribble map (see `segment`) or None per image."""
     opts = _options(options)
     # Checks method and n_clusters before any work.
-    if any(is_host(s) for s in plan(method, n_clusters, opts)):
+    stages = plan(method, n_clusters, opts)
+    if any(is_host(s) for s in stages):
         raise ValueError(
             f"method {method!r} gives a hierarchy (ucm2), not labels: run it with jaxseg.runner"
         )
     if len(keys) != len(images):
         raise ValueError(f"need one key per image: {len(keys)} keys, {len(images)} images")
-    prepared = [prepare(image, pad_multiple=pad_multiple) for image in images]
+    if scribbles is not None:
+        if len(scribbles) != len(images):
+            raise ValueError(f"need one scribble map (or None) per image, got {len(scribbles)}")
+        images = [_as_rgb(image) for image in images]
+        scribbles = [
+            _check_scribbles(s, image.shape[:2], method, stages)
+            for s, image in zip(scribbles, images, strict=True)
+        ]
+    prepared = [
+        prepare(image, pad_multiple=pad_multiple, scribbles=None if scribbles is None else s)
+        for image, s in zip(images, scribbles or [None] * len(images), strict=True)
+    ]
     buckets: dict[tuple, list[int]] = {}
     for i, item in enumerate(prepared):
         buckets.setdefault(item.bucket, []).append(i)
@@ -834,11 +954,41 @@ def segment_images(
             n_clusters=n_clusters,
             options=opts,
             n_colours=first.n_colours,
+            scribbles=None
+            if scribbles is None
+            else np.stack([prepared[i].scribbles for i in members]),
         )
         labels = np.asarray(result.labels)
         for j, i in enumerate(members):
             out[i] = jnp.asarray(prepared[i].restore(labels[j]))
     return out
+
+
+def _check_scribbles(scribbles, shape, method: str, stages) -> np.ndarray:
+    """One image's scribble map as int32 [h, w] (None: all `cnn.UNSCRIBBLED`), checked."""
+    channels = scribble_channels(stages)
+    if channels is None:
+        guided = [m for m in _PLANS if scribble_channels(plan(m)) is not None]
+        raise ValueError(
+            f"method {method!r} has no CNN for scribbles to guide; use one of {', '.join(guided)}"
+        )
+    if scribbles is None:
+        return np.full(shape, cnn.UNSCRIBBLED, np.int32)
+    values = np.asarray(scribbles)
+    if values.shape != tuple(shape) or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(
+            f"scribbles must be an integer map of the image's shape {tuple(shape)}, got "
+            f"{values.dtype} {values.shape}"
+        )
+    classes = np.unique(values[values != cnn.UNSCRIBBLED])
+    if classes.size == 0:
+        raise ValueError("scribbles has no scribbled pixel: pass None to run unguided")
+    if classes[0] < 0 or classes[-1] >= channels:
+        raise ValueError(
+            f"scribble classes must be in [0, {channels}) (the CNN's channels) or "
+            f"{cnn.UNSCRIBBLED} for none, got {classes[0]}..{classes[-1]}"
+        )
+    return values.astype(np.int32)
 
 
 def _options(options: dict) -> Options:

@@ -155,7 +155,9 @@ def _header(summary: Summary) -> list[str]:
         f"# jaxseg run: {dataset.name}{split}, {dataset.n_images} images",
         "",
         f"Seed {config['seed']}; {device['backend']} ({len(device['devices'])} devices, "
-        f"{device['process_count']} processes). Each method ran with:",
+        f"{device['process_count']} processes)"
+        + (f"; guided by the scribbles in {config['scribbles']}" if config.get("scribbles") else "")
+        + ". Each method ran with:",
         "",
         *(f"- `{m}`: {_method_settings(m, config)}" for m in config["method"]),
         "",

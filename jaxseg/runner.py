@@ -47,6 +47,7 @@ import numpy as np
 
 from jaxseg import cnn, data, distributed, hierarchy, networks, panels, pipeline, report, scoring
 from jaxseg import config as config_lib
+from jaxseg import scribbles as scribble_maps
 from jaxseg.progress import ImageProgress, LoopProgress
 from jaxseg.rundir import Failure, Record, RunDir
 from jaxseg.summary import Summary, build, metric_rows, order, timing_rows
@@ -99,6 +100,7 @@ class _Item(NamedTuple):
     sample: data.Sample
     prepared: pipeline.Prepared
     units: tuple[Unit, ...]
+    scribbles: np.ndarray | None = None  # [h, w] as the image (drawn over its pictures)
 
 
 def _image_keys(seed: int, indices: Sequence[int]) -> jax.Array:
@@ -119,25 +121,31 @@ class _Executor:
         # stage's jitted parts (boundary cues, watershed).
         self.host_seen: set[tuple] = set()
 
-    def call(self, stage, n_colours, images, mask, keys, labels=None, *, what: str = ""):
-        """(Segmentation, seconds, compiled now) of `stage` on a batch ([n, ...] arrays); a CNN
-        loop's progress lines start with `what` (the unit and its images).
+    def call(
+        self, stage, n_colours, images, mask, keys, labels=None, scribbles=None, *, what: str = ""
+    ):
+        """(Segmentation, seconds, compiled now) of `stage` on a batch ([n, ...] arrays), guided
+        by `scribbles` [n, h, w] if given; a CNN loop's progress lines start with `what` (the
+        unit and its images).
 
         A partial batch is padded to the batch size (CNN stages: to the next power of two, as
         vmapped CNN slots cost a full fit each) with copies of its first image under an
         all-False mask, so each stage compiles for few batch sizes; padded results are dropped.
         """
         n_colours = stage.colours(n_colours)
-        key = (stage, n_colours, labels is None)
+        key = (stage, n_colours, labels is None, scribbles is None)
         if key not in self._fns:
             params = self.params.get(stage.config) if isinstance(stage, pipeline.ApplyCNN) else None
             bound = pipeline.cnn_iterations(stage)
             progress = None if bound is None else LoopProgress(bound, may_stop=True)
             loop = {} if progress is None else {"progress": progress}
+            guided = scribbles is not None
 
-            def fn(images, mask, keys, *labels):
+            def fn(images, mask, keys, *rest):
+                guide = {"scribbles": rest[-1]} if guided else {}
+                labels = rest[: len(rest) - guided]
                 return stage(
-                    images, mask, keys, *labels, n_colours=n_colours, params=params, **loop
+                    images, mask, keys, *labels, n_colours=n_colours, params=params, **loop, **guide
                 )
 
             self._fns[key] = (distributed.data_parallel(fn), set(), progress)
@@ -156,6 +164,8 @@ class _Executor:
         args = [pad(images), pad(mask, jnp.zeros_like(mask[:1])), pad(keys)]
         if labels is not None:
             args.append(pad(labels))
+        if scribbles is not None:
+            args.append(pad(scribbles, jnp.full_like(scribbles[:1], cnn.UNSCRIBBLED)))
         shapes = tuple(a.shape for a in args)
         compiled = shapes not in shapes_seen
         shapes_seen.add(shapes)
@@ -174,6 +184,9 @@ def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: in
     keys = _image_keys(seed, [it.index for it in items])
     n_colours = items[0].prepared.n_colours
     ids = ", ".join(it.sample.image_id for it in items)
+    scribbles = None
+    if items[0].prepared.scribbles is not None:  # a run with --scribbles: each item has a map
+        scribbles = np.stack([it.prepared.scribbles for it in items])
     done: dict[tuple, Any] = {}
     out: dict[str, Any] = {}
     for unit in todo:
@@ -191,6 +204,7 @@ def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: in
                             mask,
                             pipeline.stage_keys(keys, i),
                             None if result is None else result.labels,
+                            scribbles if pipeline.takes_scribbles(stages[i]) else None,
                             what=f"{unit.name} on images {ids}",
                         )
                     except Exception as error:  # noqa: BLE001 - recorded per (image, unit)
@@ -301,7 +315,7 @@ def _save(
     if ucm2 is not None:
         run_dir.write_ucm(unit.name, sample.image_id, ucm2)
     run_dir.write_labels(unit.name, sample.image_id, labels)
-    panels.write_pictures(run_dir, unit.name, sample, labels)
+    panels.write_pictures(run_dir, unit.name, sample, labels, scribbles=item.scribbles)
     scores = scoring.score(
         labels,
         sample.ground_truth,
@@ -354,7 +368,9 @@ def run(config: config_lib.RunConfig, workdir: str | os.PathLike) -> Summary | N
         distributed.barrier("jaxseg-runner-done")
         names = [u.name for u in units(config)]
         for index in scoring.cut_at_ods(run_dir, dataset):
-            panels.draw(run_dir, names, dataset[index], only_missing=False)
+            sample = dataset[index]
+            strokes = scribble_maps.to_draw(config.scribbles, sample)
+            panels.draw(run_dir, names, sample, only_missing=False, scribbles=strokes)
         records = order(run_dir.records(), list(config.k))
         summary = build(settings, dataset, records, run_dir.failures(), run_dir)
         run_dir.write_csv(run_dir.root / "metrics.csv", *metric_rows(records))
@@ -402,7 +418,9 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
         configs = {s.config for s in plans if isinstance(s, pipeline.ApplyCNN)}
         executor.params.update(networks.load_or_train(dataset, configs, config, run_dir))
     for i in repair:
-        panels.draw(run_dir, names, dataset[i], only_missing=True)
+        sample = dataset[i]
+        strokes = scribble_maps.to_draw(config.scribbles, sample)
+        panels.draw(run_dir, names, sample, only_missing=True, scribbles=strokes)
     progress = ImageProgress(len(pending))
     buckets: dict[tuple, list[_Item]] = {}
     for item in _load(dataset, pending, config, run_dir, progress):
@@ -419,7 +437,13 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
 def _finish(items, run_dir, executor, config, all_units, progress) -> None:
     _process(items, run_dir, executor, config, all_units)
     for it in items:
-        panels.draw(run_dir, [u.name for u in all_units], it.sample, only_missing=False)
+        panels.draw(
+            run_dir,
+            [u.name for u in all_units],
+            it.sample,
+            only_missing=False,
+            scribbles=it.scribbles,
+        )
     progress.update(len(items))
 
 
@@ -429,13 +453,49 @@ def _load(dataset, pending, config, run_dir: RunDir, progress: ImageProgress):
     for index, todo in pending:
         try:
             sample = dataset[index]
+            scribbles, guide = None, None
+            if config.scribbles is not None:
+                scribbles, todo = _scribbles(config.scribbles, sample, todo, run_dir)
+                guide = np.full(sample.image.shape[:2], cnn.UNSCRIBBLED, np.uint8)
+                guide = guide if scribbles is None else scribbles
             colours = any(isinstance(s, pipeline.Cluster) for u in todo for s in u.plan)
             prepared = pipeline.prepare(
-                sample.image, pad_multiple=config.pad_multiple, colours=colours
+                sample.image, pad_multiple=config.pad_multiple, colours=colours, scribbles=guide
             )
         except Exception as error:  # noqa: BLE001 - any bad image is recorded and skipped
             for unit in todo:
                 _fail(run_dir, unit.name, dataset.ids[index], error)
             progress.update(1)
             continue
-        yield _Item(index, sample, prepared, todo)
+        if not todo:  # every unit failed on the scribbles
+            progress.update(1)
+            continue
+        yield _Item(index, sample, prepared, todo, scribbles)
+
+
+def _scribbles(folder: str, sample: data.Sample, todo, run_dir: RunDir):
+    """(the image's scribble map [h, w] or None, its units still to run). No file, or one
+    without a scribbled pixel (logged): None, unguided. A bad file raises `ValueError` naming
+    it; a unit whose CNN has too few channels for the classes is recorded as failed."""
+    path = scribble_maps.find(folder, sample.image_id)
+    if path is None:
+        return None, todo
+    scribbles = scribble_maps.read(path, sample.image.shape[:2])
+    marked = scribbles[scribbles != cnn.UNSCRIBBLED]
+    if marked.size == 0:
+        _log.warning(
+            "scribble file %s has no scribbled pixel: %s runs unguided", path, sample.image_id
+        )
+        return None, todo
+    top, left = int(marked.max()), []
+    for unit in todo:
+        channels = pipeline.scribble_channels(unit.plan)
+        if top < channels:
+            left.append(unit)
+            continue
+        error = ValueError(
+            f"scribble file {path}: class {top} needs more than the {channels} channels of "
+            f"{unit.name}'s CNN (classes 0..{channels - 1})"
+        )
+        _fail(run_dir, unit.name, sample.image_id, error)
+    return scribbles, tuple(left)

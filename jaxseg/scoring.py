@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxseg import boundary, data, hierarchy, metrics, panels
+from jaxseg import boundary, data, hierarchy, metrics, visualize
 from jaxseg.rundir import RunDir, boundary_stats_to_row, read_ucm
 from jaxseg.summary import hierarchy_benchmarks
 
@@ -99,12 +99,14 @@ def score(
 
 def cut_at_ods(run_dir: RunDir, dataset: data.Dataset) -> list[int]:
     """Cuts every hierarchy at its unit's ODS covering threshold over the directory's records:
-    rewrites the label map, its pictures and, last, the record (threshold, per-image metrics,
-    n_clusters). Records already at that threshold are left alone (idempotent); a unit without
-    ground truth keeps its threshold. A failure leaves the record as it was (logged).
+    rewrites the label map, removes its stale pictures and, last, rewrites the record
+    (threshold, per-image metrics, n_clusters). Records already at that threshold are left
+    alone (idempotent); a unit without ground truth keeps its threshold. A failure leaves
+    the record as it was (logged).
 
     Returns:
-      The sorted dataset indices of the images re-cut (their panels are stale).
+      The sorted dataset indices of the images re-cut (draw their panels and pictures:
+      `panels.draw`).
     """
     records = run_dir.records()
     ods = {name: b.ods_covering_threshold for name, b in hierarchy_benchmarks(records).items()}
@@ -120,7 +122,8 @@ def cut_at_ods(run_dir: RunDir, dataset: data.Dataset) -> list[int]:
             ucm2 = read_ucm(run_dir.ucm_path(record.unit, record.image_id))
             labels = hierarchy.labels_at(ucm2, threshold)
             run_dir.write_labels(record.unit, record.image_id, labels)
-            panels.write_pictures(run_dir, record.unit, sample, labels)
+            for kind in visualize.PICTURES:  # stale: `panels.draw` redraws missing pictures
+                run_dir.picture_path(kind, record.unit, record.image_id).unlink(missing_ok=True)
             scores = (
                 metrics.image_metrics(labels, sample.ground_truth) if sample.ground_truth else None
             )

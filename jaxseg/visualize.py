@@ -7,9 +7,10 @@ Host-side numpy and Pillow, uint8 RGB out:
                                  neighbouring segments of similar colour stay apart)
   boundary_mask(labels)          pixels on a segment border (4-neighbourhood)
   overlay(image, labels)         segment borders drawn over the image
+  strokes(image, scribbles)      scribbled pixels painted in their class's colour
   grid(tiles, columns=...)       captioned thumbnails in rows: panels and contact sheets
   pictures(image, labels)        all three renderings by folder name (`PICTURES`), as the runner
-                                 writes them
+                                 writes them (the overlay with the run's scribbles drawn)
 
 Label maps are 0-based integers `[h, w]` as jaxseg returns them (or official 1-based labels;
 only equality matters). Bad input raises `ValueError`.
@@ -32,10 +33,14 @@ __all__ = [
     "overlay",
     "palette",
     "pictures",
+    "strokes",
 ]
 
 # Pure red-magenta: rare in natural images, visible on both dark and bright regions.
 BOUNDARY_COLOUR = (255, 0, 200)
+
+# Scribble maps' value of a pixel without a scribble (`jaxseg.cnn.UNSCRIBBLED`; no JAX here).
+_UNSCRIBBLED = 255
 
 # The runner's picture folders, one rendering each (labels/ holds the integer maps themselves).
 PICTURES = ("color", "segments", "overlays")
@@ -95,13 +100,14 @@ def mean_colour(image, labels) -> np.ndarray:
     return np.round(sums / counts[:, None])[flat].astype(np.uint8).reshape(image.shape)
 
 
-def pictures(image, labels) -> dict[str, np.ndarray]:
+def pictures(image, labels, *, scribbles=None) -> dict[str, np.ndarray]:
     """`{folder: uint8 [h, w, 3]}` for every folder of `PICTURES`: mean colours, distinct
-    colours, and borders over the image."""
+    colours, and borders over the image (with `scribbles`' strokes drawn over them)."""
+    borders = overlay(image, labels)
     return {
         "color": mean_colour(image, labels),
         "segments": label_colours(labels),
-        "overlays": overlay(image, labels),
+        "overlays": borders if scribbles is None else strokes(borders, scribbles),
     }
 
 
@@ -150,6 +156,42 @@ def overlay(
         edge = grown
     out = image.copy()
     out[edge] = np.asarray(colour, np.uint8)
+    return out
+
+
+# (source, destination) slices that move a map by one pixel down, up, right, left.
+_NEIGHBOURS = (
+    (np.s_[:-1, :], np.s_[1:, :]),
+    (np.s_[1:, :], np.s_[:-1, :]),
+    (np.s_[:, :-1], np.s_[:, 1:]),
+    (np.s_[:, 1:], np.s_[:, :-1]),
+)
+
+
+def strokes(image, scribbles, *, width: int = 1) -> np.ndarray:
+    """The image `[h, w, 3]` uint8 with the scribbled pixels of `scribbles` `[h, w]` (class c,
+    255 = none) painted `palette(c + 1)[c]`, `width` pixels thick: class c has one colour in
+    every picture. Returns uint8."""
+    scribbles = _check_labels(scribbles)
+    image = np.asarray(image)
+    if image.shape != (*scribbles.shape, 3) or image.dtype != np.uint8:
+        raise ValueError(
+            f"image must be uint8 [h, w, 3] of the scribbles' size {scribbles.shape}, got "
+            f"{image.dtype} {image.shape}"
+        )
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    marked = scribbles != _UNSCRIBBLED
+    out = image.copy()
+    if not marked.any():
+        return out
+    classes = np.where(marked, scribbles, 0)
+    for _ in range(width - 1):  # grow each stroke by one pixel (a higher class wins overlaps)
+        for src, dst in _NEIGHBOURS:
+            take = marked[src] & (~marked[dst] | (classes[src] > classes[dst]))
+            classes[dst] = np.where(take, classes[src], classes[dst])
+            marked[dst] |= take
+    out[marked] = palette(int(classes.max()) + 1)[classes[marked]]
     return out
 
 
