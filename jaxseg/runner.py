@@ -474,28 +474,21 @@ def _load(dataset, pending, config, run_dir: RunDir, progress: ImageProgress):
 
 
 def _scribbles(folder: str, sample: data.Sample, todo, run_dir: RunDir):
-    """(the image's scribble map [h, w] or None, its units still to run). No file, or one
-    without a scribbled pixel (logged): None, unguided. A bad file raises `ValueError` naming
-    it; a unit whose CNN has too few channels for the classes is recorded as failed."""
-    path = scribble_maps.find(folder, sample.image_id)
-    if path is None:
+    """(the image's scribble map [h, w] or None: unguided (`scribbles.for_image`), its units
+    still to run); a unit whose CNN has too few channels for the classes is recorded as
+    failed. A bad file raises `ValueError` naming it."""
+    scribbles = scribble_maps.for_image(folder, sample)
+    if scribbles is None:
         return None, todo
-    scribbles = scribble_maps.read(path, sample.image.shape[:2])
-    marked = scribbles[scribbles != cnn.UNSCRIBBLED]
-    if marked.size == 0:
-        _log.warning(
-            "scribble file %s has no scribbled pixel: %s runs unguided", path, sample.image_id
-        )
-        return None, todo
-    top, left = int(marked.max()), []
+    top, left = int(scribbles[scribbles != cnn.UNSCRIBBLED].max()), []
     for unit in todo:
         channels = pipeline.scribble_channels(unit.plan)
         if top < channels:
             left.append(unit)
             continue
         error = ValueError(
-            f"scribble file {path}: class {top} needs more than the {channels} channels of "
-            f"{unit.name}'s CNN (classes 0..{channels - 1})"
+            f"scribble file {scribble_maps.find(folder, sample.image_id)}: class {top} needs "
+            f"more than the {channels} channels of {unit.name}'s CNN (classes 0..{channels - 1})"
         )
         _fail(run_dir, unit.name, sample.image_id, error)
     return scribbles, tuple(left)

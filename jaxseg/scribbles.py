@@ -6,6 +6,7 @@ class c (0..254) on scribbled pixels, `UNSCRIBBLED` (255) elsewhere. On disk it 
 single-channel 8-bit PNG (mode L, or P whose indices are the classes), the size of its image.
 
   find(folder, image_id)        `<id>.png`, else the authors' `<id>_scribble.png`, or None
+  for_image(folder, sample)     the checked map of a sample's file, or None: unguided
   to_draw(folder, sample)       the strokes to draw over a sample's pictures, or None
   read(path, shape)             the checked map of one file (`ValueError` naming the file)
   shrink(scribbles, shape)      nearest downscaling that keeps every stroke (pure JAX)
@@ -14,6 +15,7 @@ single-channel 8-bit PNG (mode L, or P whose indices are the classes), the size 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -26,7 +28,9 @@ from scipy import ndimage
 from jaxseg.boundary import thin
 from jaxseg.cnn import UNSCRIBBLED
 
-__all__ = ["UNSCRIBBLED", "find", "from_annotation", "read", "shrink", "to_draw"]
+_log = logging.getLogger("jaxseg.runner")
+
+__all__ = ["UNSCRIBBLED", "find", "from_annotation", "read", "for_image", "shrink", "to_draw"]
 
 
 def find(folder: str | os.PathLike, image_id: str) -> Path | None:
@@ -142,12 +146,28 @@ def from_annotation(
     return out
 
 
+def for_image(folder: str | os.PathLike, sample) -> np.ndarray | None:
+    """The checked scribble map [h, w] of `sample` (a `data.Sample`) in `folder`, or None (run
+    unguided) when there is no file or its file has no scribbled pixel (logged as a warning
+    naming the file). A bad file raises `read`'s `ValueError`."""
+    path = find(folder, sample.image_id)
+    if path is None:
+        return None
+    scribbles = read(path, sample.image.shape[:2])
+    if scribbles.min() == UNSCRIBBLED:
+        _log.warning(
+            "scribble file %s has no scribbled pixel: %s runs unguided", path, sample.image_id
+        )
+        return None
+    return scribbles
+
+
 def to_draw(folder: str | os.PathLike | None, sample) -> np.ndarray | None:
-    """The scribbles drawn over a (re)drawn picture of `sample` (a `data.Sample`): its map, or
-    None for no folder, no file, a bad file or one without a scribbled pixel."""
-    path = None if folder is None else find(folder, sample.image_id)
+    """The scribbles drawn over a (re)drawn picture of `sample`: `for_image`'s map, or None
+    for no folder or a bad file."""
+    if folder is None:
+        return None
     try:
-        scribbles = None if path is None else read(path, sample.image.shape[:2])
+        return for_image(folder, sample)
     except ValueError:
         return None
-    return scribbles if scribbles is not None and scribbles.min() < UNSCRIBBLED else None
