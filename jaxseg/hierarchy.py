@@ -57,6 +57,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
+import scipy.sparse
+import scipy.sparse.linalg
 from jax import lax
 
 from jaxseg import edges, features, metrics
@@ -233,6 +235,50 @@ def _adjacency(labels: np.ndarray, n: int, oriented: np.ndarray) -> _Graph:
     )
 
 
+_DENSE_EIGEN = 200  # region graphs up to this size are solved densely, larger ones by ARPACK
+
+
+def _spectral_strength(graph: _Graph, sizes: np.ndarray, n_eigenvectors: int, scale: float):
+    """Spectral border strength `[e]` in [0, 1]: gPb's globalisation (sPb) on the region graph.
+
+    Every region is a node, every border an edge of affinity `length * exp(-mean strength /
+    scale)` (its pixel pairs), and every region a self-loop of `2 * size` (the pixel pairs
+    inside it): the normalised cut of the 4-neighbour pixel graph restricted to vectors constant
+    on regions. With the `n_eigenvectors` smallest non-trivial solutions of the generalized
+    problem `(D - W) v = lambda D v` (unit D-weighted variance), a border scores
+    `sum_k |v_k(A) - v_k(B)| / sqrt(lambda_k)`, divided by the largest score of the image.
+    """
+    n = sizes.size
+    a, b = graph.pairs.T
+    if a.size == 0 or n < 3:
+        return np.zeros(a.size)
+    weight = graph.length * np.exp(-graph.strength_sum / graph.length / scale)
+    nodes = np.arange(n)
+    affinity = scipy.sparse.csr_matrix(
+        (
+            np.concatenate([weight, weight, 2.0 * sizes]),
+            (np.concatenate([a, b, nodes]), np.concatenate([b, a, nodes])),
+        ),
+        shape=(n, n),
+    )
+    degree = np.asarray(affinity.sum(axis=1)).ravel()
+    root = scipy.sparse.diags(1.0 / np.sqrt(degree))
+    normalised = root @ affinity @ root  # its eigenvalues are 1 - lambda
+    k = min(n_eigenvectors + 1, n - 1)
+    if n <= _DENSE_EIGEN:
+        mu, u = np.linalg.eigh(normalised.toarray())
+        mu, u = mu[-k:], u[:, -k:]
+    else:
+        start = np.random.default_rng(0).standard_normal(n)  # deterministic ARPACK start
+        mu, u = scipy.sparse.linalg.eigsh(normalised, k, which="LA", v0=start, tol=1e-8)
+    order = np.argsort(-mu)[1:]  # without the constant vector (lambda = 0)
+    lam = np.maximum(1.0 - mu[order], 1e-12)
+    coords = u[:, order] * np.sqrt(degree.sum() / degree)[:, None] / np.sqrt(lam)
+    score = np.abs(coords[a] - coords[b]).sum(axis=1)
+    top = score.max()
+    return score / top if top > 0 else score
+
+
 def _merge_levels(
     graph: _Graph,
     sizes: np.ndarray,
@@ -241,6 +287,7 @@ def _merge_levels(
     feature_weight: float,
     size_scale: float,
     size_power: float,
+    histogram_dims: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Level `[e]` at which the two regions of every border join (greedy merging), and the
     number of regions left after that merge `[e]`."""
@@ -266,9 +313,17 @@ def _merge_levels(
         value = ssum[e] / length[e]
         if feature_weight:
             size_a, size_b = sizes[a], sizes[b]
-            distance = math.dist(
-                [x / size_a for x in feature_sums[a]], [x / size_b for x in feature_sums[b]]
-            )
+            mean_a = [x / size_a for x in feature_sums[a]]
+            mean_b = [x / size_b for x in feature_sums[b]]
+            if histogram_dims:
+                split = len(mean_a) - histogram_dims
+                distance = math.dist(mean_a[:split], mean_b[:split]) + 0.5 * sum(
+                    (x - y) ** 2 / (x + y)
+                    for x, y in zip(mean_a[split:], mean_b[split:], strict=True)
+                    if x + y > 0
+                )
+            else:
+                distance = math.dist(mean_a, mean_b)
             value *= 1.0 + feature_weight * distance
         if size_power:
             value *= min(1.0, min(sizes[a], sizes[b]) / size_scale) ** size_power
@@ -339,6 +394,10 @@ def ucm_from_regions(
     size_power: float = 0.5,
     level_scale: float = 1.0,
     count_weight: float = 0.0,
+    spectral_weight: float = 0.0,
+    n_eigenvectors: int = 8,
+    spectral_scale: float = 0.1,
+    histogram_dims: int = 0,
 ) -> np.ndarray:
     """Ultrametric contour map of greedy merging of `regions` (see the module docstring).
 
@@ -356,6 +415,14 @@ def ucm_from_regions(
       size_power: exponent (>= 0) of that size prior; 0 disables it.
       level_scale: levels map to ucm values `1 - exp(-level / level_scale)` (> 0).
       count_weight: weight in [0, 1] of the merge-count term in the ucm values (see above).
+      spectral_weight: weight (>= 0) of the spectral border strength (gPb's globalisation on
+        the region graph, see `_spectral_strength`) added to every pixel pair's strength.
+      n_eigenvectors: eigenvectors (>= 1) of the spectral strength.
+      spectral_scale: a border of mean strength s has affinity `exp(-s / spectral_scale)`
+        (> 0) per pixel pair in the spectral graph.
+      histogram_dims: the last `histogram_dims` feature dimensions are a histogram (of a
+        region's mean, e.g. one-hot textons) compared by the chi-squared distance
+        `1/2 sum (a - b)^2 / (a + b)`, added to the Euclidean distance of the others.
 
     Returns:
       float64 `ucm2` `[2h + 1, 2w + 1]` in [0, 1).
@@ -365,14 +432,24 @@ def ucm_from_regions(
     regions = metrics._check_label_map(regions, "regions")
     if regions.shape != oriented.shape[1:]:
         raise ValueError(f"regions {regions.shape} and strength {strength.shape} differ in shape")
-    for name, value in (("feature_weight", feature_weight), ("size_power", size_power)):
+    for name, value in (
+        ("feature_weight", feature_weight),
+        ("size_power", size_power),
+        ("spectral_weight", spectral_weight),
+    ):
         if not (np.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be finite and >= 0, got {value}")
-    for name, value in (("size_scale", size_scale), ("level_scale", level_scale)):
+    for name, value in (
+        ("size_scale", size_scale),
+        ("level_scale", level_scale),
+        ("spectral_scale", spectral_scale),
+    ):
         if not (np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be finite and > 0, got {value}")
     if not 0 <= count_weight <= 1:
         raise ValueError(f"count_weight must lie in [0, 1], got {count_weight}")
+    if n_eigenvectors < 1:
+        raise ValueError(f"n_eigenvectors must be >= 1, got {n_eigenvectors}")
     h, w = regions.shape
     _, regions = np.unique(regions, return_inverse=True)
     regions = regions.reshape(h, w)
@@ -386,12 +463,26 @@ def ucm_from_regions(
         )
     if not np.isfinite(region_features).all():
         raise ValueError("region_features contain NaN or inf")
+    if not 0 <= histogram_dims <= region_features.shape[-1]:
+        raise ValueError(
+            f"histogram_dims must lie in [0, {region_features.shape[-1]}] (the feature "
+            f"dimensions), got {histogram_dims}"
+        )
+    if histogram_dims and region_features[..., -histogram_dims:].min() < 0:
+        raise ValueError("histogram features must be >= 0")
     flat = regions.ravel()
     sizes = np.bincount(flat, minlength=n)
     sums = np.zeros((n, region_features.shape[-1]))
     for i in range(sums.shape[1]):
         sums[:, i] = np.bincount(flat, region_features[..., i].ravel(), minlength=n)
     graph = _adjacency(regions, n, oriented)
+    if spectral_weight:
+        spectral = _spectral_strength(
+            graph, sizes.astype(np.float64), n_eigenvectors, spectral_scale
+        )
+        graph = graph._replace(
+            strength_sum=graph.strength_sum + spectral_weight * spectral * graph.length
+        )
     levels, remaining = _merge_levels(
         graph,
         sizes,
@@ -399,6 +490,7 @@ def ucm_from_regions(
         feature_weight=float(feature_weight) if sums.shape[1] else 0.0,
         size_scale=float(size_scale) * h * w,
         size_power=float(size_power),
+        histogram_dims=int(histogram_dims),
     )
     by_level = 1.0 - np.exp(-levels / level_scale)
     by_count = 1.0 - np.log(np.maximum(remaining, 1)) / math.log(max(n, 2))
@@ -438,10 +530,13 @@ def hierarchical_segmentation(
     sigma: float = 2.0,
     feature_weight: float = 4.0,
     texton_weight: float = 0.5,
-    size_scale: float = 0.02,
+    size_scale: float = 0.04,
     size_power: float = 0.5,
     level_scale: float = 1.0,
     count_weight: float = 0.3,
+    spectral_weight: float = 1.0,
+    n_eigenvectors: int = 8,
+    spectral_scale: float = 0.1,
     **cue_options,
 ) -> Hierarchy:
     """The whole pipeline: boundary cues, watershed regions, greedy merging into a `ucm2`.
@@ -450,11 +545,12 @@ def hierarchical_segmentation(
       image: `[h, w, 3]` uint8 RGB image (or float in [0, 1]).
       key: PRNG key of the texton K-means.
       sigma: smoothing of the watershed (`oversegment`).
-      feature_weight, size_scale, size_power, level_scale, count_weight: merging
-        (`ucm_from_regions`); the features are the pixels' Lab / 100 and their one-hot
-        textons times `texton_weight`, so a region's mean is its mean colour and its texton
-        histogram.
-      texton_weight: weight (>= 0) of the texton histograms against the colour.
+      feature_weight, size_scale, size_power, level_scale, count_weight, spectral_weight,
+        n_eigenvectors, spectral_scale: merging (`ucm_from_regions`); the features are the
+        pixels' Lab / 100 and their one-hot textons times `texton_weight`, so a region's mean
+        is its mean colour and its texton histogram (compared by chi-squared).
+      texton_weight: weight (>= 0) of the texton histograms' chi-squared distance against the
+        colour distance.
       **cue_options: passed to `edges.boundary_cues`.
 
     Returns:
@@ -479,6 +575,10 @@ def hierarchical_segmentation(
         size_power=size_power,
         level_scale=level_scale,
         count_weight=count_weight,
+        spectral_weight=spectral_weight,
+        n_eigenvectors=n_eigenvectors,
+        spectral_scale=spectral_scale,
+        histogram_dims=one_hot.shape[-1],
     )
     return Hierarchy(
         ucm2=ucm2, strength=strength, regions=regions, n_regions=int(regions.max()) + 1
