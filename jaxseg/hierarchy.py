@@ -5,19 +5,26 @@ superpixels, or the 4-connected segments of a K-means/GMM/CNN label map) becomes
 merging, one pair at a time, the two neighbouring regions of lowest dissimilarity
 
     cost(A, B) = mean boundary strength along the border of A and B
-                 * (1 + feature_weight * |mean feature of A - mean feature of B|)
+                 * (1 + feature_weight * distance(mean feature of A, mean feature of B))
                  * min(1, min(|A|, |B|) / (size_scale * h * w)) ** size_power
 
-until one region is left. A border's mean strength is pooled over its pixel pairs (each pair
-scores the larger strength of its two pixels, across the border's orientation when the strength
-is oriented), so a merged region's border with a neighbour is the length-weighted mean of its
-parts' borders. The level of a merge is its cost, raised to the previous level where a cost
-falls below it (levels must not decrease for the map to be an ultrametric); every border then
-carries the level at which its two sides joined, squashed to [0, 1) by
-`1 - exp(-level / level_scale)`, mixed with weight `count_weight` with the fraction of merges
-done, `1 - log(regions left) / log(regions at start)`; both grow along the merges, so any
-mix is an ultrametric. The count term gives a threshold a similar number of regions on every
-image, which a single dataset threshold (ODS) needs.
+until one region is left. The distance is Euclidean, plus chi-squared on the trailing
+`histogram_dims` features (texton histograms). A border's mean strength is pooled over its pixel
+pairs (each pair scores the larger strength of its two pixels, across the border's orientation
+when the strength is oriented, plus `spectral_weight` times the border's spectral strength), so
+a merged region's border with a neighbour is the length-weighted mean of its parts' borders.
+The spectral strength is gPb's globalisation computed on the finest regions instead of pixels
+(`_spectral_strength`): the normalised-cut eigenvectors of the region graph, whose affinities
+come from the local strength, differ across borders that separate large coherent parts of the
+image and hardly across borders inside one part, however strong their local contrast.
+
+The level of a merge is its cost, raised to the previous level where a cost falls below it
+(levels must not decrease for the map to be an ultrametric); every border then carries the
+level at which its two sides joined, squashed to [0, 1) by `1 - exp(-level / level_scale)`,
+mixed with weight `count_weight` with the fraction of merges done, `1 - log(regions left) /
+log(regions at start)`; both grow along the merges, so any mix is an ultrametric. The count
+term gives a threshold a similar number of regions on every image, which a single dataset
+threshold (ODS) needs.
 
 The result is the BSDS 'doubleSize' `ucm2` `[2h + 1, 2w + 1]` float64: pixels at odd indices
 (always 0), the border between two 4-neighbours at the site between them, every site between
@@ -263,16 +270,20 @@ def _spectral_strength(graph: _Graph, sizes: np.ndarray, n_eigenvectors: int, sc
     )
     degree = np.asarray(affinity.sum(axis=1)).ravel()
     root = scipy.sparse.diags(1.0 / np.sqrt(degree))
-    normalised = root @ affinity @ root  # its eigenvalues are 1 - lambda
+    laplacian = scipy.sparse.identity(n) - root @ affinity @ root  # eigenvalues: lambda
     k = min(n_eigenvectors + 1, n - 1)
     if n <= _DENSE_EIGEN:
-        mu, u = np.linalg.eigh(normalised.toarray())
-        mu, u = mu[-k:], u[:, -k:]
+        lam, u = np.linalg.eigh(laplacian.toarray())
+        lam, u = lam[:k], u[:, :k]
     else:
+        # Shift-invert about just below 0 (a sparse LU): plain Lanczos for the smallest
+        # eigenvalues does not converge on some images (they cluster near 0).
         start = np.random.default_rng(0).standard_normal(n)  # deterministic ARPACK start
-        mu, u = scipy.sparse.linalg.eigsh(normalised, k, which="LA", v0=start, tol=1e-8)
-    order = np.argsort(-mu)[1:]  # without the constant vector (lambda = 0)
-    lam = np.maximum(1.0 - mu[order], 1e-12)
+        lam, u = scipy.sparse.linalg.eigsh(
+            laplacian.tocsc(), k, sigma=-1e-3, which="LM", v0=start, tol=1e-8
+        )
+    order = np.argsort(lam)[1:]  # without the constant vector (lambda = 0)
+    lam = np.maximum(lam[order], 1e-12)
     coords = u[:, order] * np.sqrt(degree.sum() / degree)[:, None] / np.sqrt(lam)
     score = np.abs(coords[a] - coords[b]).sum(axis=1)
     top = score.max()
