@@ -544,7 +544,16 @@ class Recluster:
 
 # The merging options of `hierarchy.hierarchical_segmentation`, with its defaults, so that
 # `Hierarchize(from_labels=True)` merges exactly as the `ucm` method does.
-_MERGE_OPTIONS = ("feature_weight", "size_scale", "size_power", "level_scale", "count_weight")
+_MERGE_OPTIONS = (
+    "feature_weight",
+    "size_scale",
+    "size_power",
+    "level_scale",
+    "count_weight",
+    "spectral_weight",
+    "n_eigenvectors",
+    "spectral_scale",
+)
 _HIERARCHY_DEFAULTS = {
     name: p.default
     for name, p in inspect.signature(hierarchy.hierarchical_segmentation).parameters.items()
@@ -560,7 +569,8 @@ class Hierarchize:
     `from_labels=False`: `hierarchy.hierarchical_segmentation` of the image. `from_labels=True`:
     the previous stage's labels, split into 4-connected segments, merged by the same cost
     (`hierarchy.hierarchy_from_labels` on the oriented boundary strength of `edges.boundary_cues`,
-    with the pixels' Lab / 100 and one-hot textons times `texton_weight` as region features, and
+    with the pixels' Lab / 100 and one-hot textons times `texton_weight` (a chi-squared
+    histogram) as region features, and
     `hierarchical_segmentation`'s merging defaults). `key` seeds the texton K-means.
     """
 
@@ -581,6 +591,7 @@ class Hierarchize:
             np.asarray(labels),
             np.asarray(cues.oriented),
             np.concatenate([lab.reshape(h, w, 3), one_hot], axis=-1),
+            histogram_dims=one_hot.shape[-1],
             **{name: _HIERARCHY_DEFAULTS[name] for name in _MERGE_OPTIONS},
         )
 

@@ -149,6 +149,53 @@ def test_merge_order_follows_mean_border_strength():
     np.testing.assert_array_equal(hierarchy.labels_at(ucm2, 0.5), [[0, 0, 0, 0, 1, 1]] * 4)
 
 
+def test_texton_histograms_are_compared_by_chi_squared():
+    # Two regions, colours equal, disjoint texton histograms: chi-squared distance 1.
+    regions = np.repeat([[0, 0, 1, 1]], 3, axis=0)
+    strength = np.full((3, 4), 0.3)
+    histogram = np.stack([regions == 0, regions == 1], axis=-1).astype(float)
+    features = np.concatenate([np.zeros((3, 4, 3)), 0.5 * histogram], axis=-1)
+    ucm2 = hierarchy.ucm_from_regions(
+        regions, strength, features, feature_weight=4.0, histogram_dims=2
+    )
+    np.testing.assert_allclose(ucm2[1::2, 4], 1 - np.exp(-0.3 * (1 + 4.0 * 0.5)))
+
+
+def _blocks(n_side: int = 8, cell: int = 4):
+    """A grid of n_side x n_side square regions; the border between the left and the right
+    half is strong (0.8), the others weak (0.2)."""
+    size = n_side * cell
+    rows, cols = np.divmod(np.arange(size * size).reshape(size, size), size)
+    regions = (rows // cell) * n_side + cols // cell
+    strength = np.full((size, size), 0.2)
+    strength[:, size // 2 - 1 : size // 2 + 1] = 0.8
+    return regions, strength
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_spectral_strength_singles_out_the_global_border(dense, monkeypatch):
+    regions, strength = _blocks()
+    if not dense:
+        monkeypatch.setattr(hierarchy, "_DENSE_EIGEN", 0)  # ARPACK
+    n = regions.max() + 1
+    graph = hierarchy._adjacency(regions, n, strength[None])
+    spectral = hierarchy._spectral_strength(graph, np.bincount(regions.ravel()) * 1.0, 8, 0.1)
+    left, right = graph.pairs[:, 0] % 8 < 4, graph.pairs[:, 1] % 8 < 4
+    across = left != right
+    assert spectral.shape == (graph.pairs.shape[0],) and spectral.max() == 1.0
+    assert spectral[across].min() > 3 * spectral[~across].max()
+
+
+def test_spectral_strength_is_the_same_from_both_eigen_solvers(monkeypatch):
+    regions, strength = _blocks()
+    graph = hierarchy._adjacency(regions, regions.max() + 1, strength[None])
+    sizes = np.bincount(regions.ravel()) * 1.0
+    dense = hierarchy._spectral_strength(graph, sizes, 4, 0.1)
+    monkeypatch.setattr(hierarchy, "_DENSE_EIGEN", 0)
+    # The eigenvectors' signs may differ, not the absolute differences.
+    np.testing.assert_allclose(hierarchy._spectral_strength(graph, sizes, 4, 0.1), dense, atol=1e-5)
+
+
 def test_oversegment_separates_basins():
     strength = np.zeros((20, 20))
     strength[:, 10] = 1.0
@@ -167,9 +214,12 @@ def test_one_colour_and_thin_images_give_trivial_valid_hierarchies():
     for shape in ((1, 9), (9, 1), (1, 1)):
         strength = np.linspace(0, 1, shape[0] * shape[1]).reshape(shape)
         labels = np.arange(strength.size).reshape(shape) // 3
-        ucm2 = hierarchy.hierarchy_from_labels(labels, strength)
-        _check_ucm2(ucm2, shape)
-        _check_ultrametric(ucm2)
+        for spectral_weight in (0.0, 1.0):
+            ucm2 = hierarchy.hierarchy_from_labels(
+                labels, strength, spectral_weight=spectral_weight
+            )
+            _check_ucm2(ucm2, shape)
+            _check_ultrametric(ucm2)
 
 
 @pytest.mark.parametrize(
@@ -198,6 +248,16 @@ def test_bad_options_and_thresholds_are_rejected():
         hierarchy.ucm_from_regions(regions, strength, feature_weight=-1)
     with pytest.raises(ValueError, match="region_features"):
         hierarchy.ucm_from_regions(regions, strength, np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="spectral_scale"):
+        hierarchy.ucm_from_regions(regions, strength, spectral_scale=0)
+    with pytest.raises(ValueError, match="spectral_weight"):
+        hierarchy.ucm_from_regions(regions, strength, spectral_weight=-1)
+    with pytest.raises(ValueError, match="n_eigenvectors"):
+        hierarchy.ucm_from_regions(regions, strength, n_eigenvectors=0)
+    with pytest.raises(ValueError, match="histogram_dims"):
+        hierarchy.ucm_from_regions(regions, strength, np.zeros((4, 5, 3)), histogram_dims=4)
+    with pytest.raises(ValueError, match="histogram features"):
+        hierarchy.ucm_from_regions(regions, strength, -np.ones((4, 5, 3)), histogram_dims=2)
     with pytest.raises(ValueError, match="threshold"):
         hierarchy.labels_at(np.zeros((3, 3)), -0.5)
     with pytest.raises(ValueError, match="pixel sites"):
