@@ -52,6 +52,14 @@ def _init(data_dir: str, split: str, seed: int) -> None:
 
 
 def _score(index: int, thresholds: np.ndarray, scales: list[float]) -> dict:
+    # An exception that does not pickle (e.g. scipy's ArpackNoConvergence) would hang the pool.
+    try:
+        return _score_image(index, thresholds, scales)
+    except Exception as error:  # noqa: BLE001 - re-raised as a picklable error
+        raise RuntimeError(f"image {index}: {type(error).__name__}: {error}") from None
+
+
+def _score_image(index: int, thresholds: np.ndarray, scales: list[float]) -> dict:
     from skimage.segmentation import felzenszwalb
 
     from jaxseg import hierarchy, metrics
