@@ -156,13 +156,13 @@ class Config:
         mu 0 or SCF, 400 / 1200 / 2500 superpixels, this scored the best covering (0.50) at
         ~90 iterations."""
         return cls(
-            n_channels=32,
+            n_channels=64,
             mu=1.0,
             mu_schedule="scf",
             optimizer="sgd",
             learning_rate=0.1,
             lr_decay_every=0,
-            max_iter=200,
+            max_iter=30,
             stop_change=0.002,
             stop_window=5,
         )
