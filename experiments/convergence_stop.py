@@ -2,11 +2,11 @@
 
   python experiments/convergence_stop.py --data_dir=../shared/data --split=val --every=10
 
-Runs `cnn_refined` (its default settings, `pipeline.Options()`) on every `--every`-th image of
-a BSDS500 split, once as is and once with `stop_change=0` (the convergence stop off: the fit
-runs to `max_iter` unless `min_labels` fires), with the runner's keys (`--seed`). Prints, per
-image and pooled, the CNN iterations, seconds, covering, PRI, VOI and Kim et al.'s mIoU (all),
-and writes them to `--out` (JSON).
+Runs `cnn_refined` (its default settings, `pipeline.Options()`; `--max_iter` overrides its
+iteration cap) on every `--every`-th image of a BSDS500 split, once as is and once with
+`stop_change=0` (the convergence stop off: the fit runs to `max_iter` unless `min_labels`
+fires), with the runner's keys (`--seed`). Prints, per image and pooled, the CNN iterations,
+seconds, covering, PRI, VOI and Kim et al.'s mIoU (all), and writes them to `--out` (JSON).
 """
 
 import dataclasses
@@ -25,6 +25,7 @@ _SPLIT = flags.DEFINE_enum("split", "val", ["train", "val"], "BSDS500 split.")
 _EVERY = flags.DEFINE_integer("every", 10, "Take every N-th image of the split (from the 1st).")
 _NUM = flags.DEFINE_integer("num_images", 10, "Images taken.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the per-image keys (as the runner's --seed).")
+_MAX_ITER = flags.DEFINE_integer("max_iter", 0, "max_iter of both runs (0: cnn_refined's).")
 _OUT = flags.DEFINE_string("out", "convergence_stop.json", "Where the results go (JSON).")
 
 
@@ -50,6 +51,10 @@ def main(argv):
     dataset = data.load_dataset("bsds500", split=_SPLIT.value, data_dir=_DATA_DIR.value)
     indices = list(range(0, len(dataset), _EVERY.value))[: _NUM.value]
     stop = pipeline.Options()
+    if _MAX_ITER.value:
+        stop = dataclasses.replace(
+            stop, refined=dataclasses.replace(stop.refined, max_iter=_MAX_ITER.value)
+        )
     runs = {
         "stop": stop,
         "no_stop": dataclasses.replace(
