@@ -183,6 +183,15 @@ class Options:
             "group": "cnn_refined",
         },
     )
+    output_superpixel_size: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "cnn_refined: the CNN's labels, scaled back up, are refined on SLIC "
+            "superpixels of this many pixels of the full-size image (0: on the fit's own "
+            "superpixels, scaled up).",
+            "group": "cnn_refined",
+        },
+    )
 
     def __post_init__(self):
         if self.space not in SPACES:
@@ -205,6 +214,10 @@ class Options:
             raise ValueError(f"compactness must be finite and > 0, got {self.compactness}")
         if not 0 < self.refined_scale <= 1:
             raise ValueError(f"refined_scale must be in (0, 1], got {self.refined_scale}")
+        if self.output_superpixel_size < 0:
+            raise ValueError(
+                f"output_superpixel_size must be >= 0, got {self.output_superpixel_size}"
+            )
 
 
 class Segmentation(NamedTuple):
@@ -434,16 +447,28 @@ class ApplyCNN(_CNNStage):
         return _consecutive(labels, mask, self.bound)
 
 
+def _superpixels(images, mask, size: int, compactness: float) -> tuple[jax.Array, int]:
+    """SLIC labels [b, h, w] of float images [b, h, w, 3], ~`size` pixels each, and the static
+    bound on their ids."""
+    _, h, w = mask.shape
+    n_superpixels = max(1, round(h * w / size))
+    labels = slic.segment_batch(
+        jnp.clip(images, 0, 1), n_segments=n_superpixels, compactness=compactness, mask=mask
+    ).labels
+    return labels, slic.grid_shape(h, w, n_superpixels, masked=True)[1]
+
+
 @dataclasses.dataclass(frozen=True)
 class RefinedCNN:
     """The recommended CNN (`cnn_refined`): SLIC superpixels (`jaxseg.slic`) and the CNN fitted
     with each pixel's target the majority label of its superpixel (Kanezaki 2018), on the image
-    shrunk by `options.refined_scale`; the final labels are refined the same way and scaled
-    back up (nearest: borders at the shrunk image's resolution). Settings: `options.refined`
-    (a `cnn.Config`, `Config.refined()` by default), `options.superpixel_size` and
-    `options.compactness`. Optional `scribbles` [b, h, w] are shrunk keeping every stroke
-    (`scribbles.shrink`) to guide the fit; the full-size labels are then `_guided` by them.
-    `progress` as `FitCNN`'s."""
+    shrunk by `options.refined_scale`. The final labels are the fit's labels scaled back up
+    (nearest) and refined the same way on SLIC superpixels of the full-size image
+    (`options.output_superpixel_size`; 0: on the fit's superpixels, borders at the shrunk
+    image's resolution). Settings: `options.refined` (a `cnn.Config`, `Config.refined()` by
+    default), `options.superpixel_size`, `options.compactness`. Optional `scribbles`
+    [b, h, w] are shrunk keeping every stroke (`scribbles.shrink`) to guide the fit; the
+    full-size labels are then `_guided` by them. `progress` as `FitCNN`'s."""
 
     options: Options
 
@@ -467,21 +492,24 @@ class RefinedCNN:
         scribbles=None,
     ):
         del labels, n_colours, params
-        config, scale = self.options.refined, self.options.refined_scale
+        return self.fit(images, mask, keys, progress=progress, scribbles=scribbles)[0]
+
+    def fit(
+        self, images, mask, keys, *, progress=None, scribbles=None
+    ) -> tuple[Segmentation, cnn.CNNResult]:
+        """The stage's labels [b, h, w] and the CNN fit behind them (`n_iter`, `stop_reason`;
+        its `labels` at the shrunk size, before the final refinement)."""
+        options = self.options
+        config, scale = options.refined, options.refined_scale
         b, h, w = mask.shape
         hs, ws = max(3, round(h * scale)), max(3, round(w * scale))
         small = jax.image.resize(_float(images), (b, hs, ws, 3), "linear", antialias=True)
         rows = ((jnp.arange(hs) + 0.5) * h / hs).astype(jnp.int32)
         cols = ((jnp.arange(ws) + 0.5) * w / ws).astype(jnp.int32)
         small_mask = mask[:, rows][:, :, cols]
-        n_superpixels = max(1, round(hs * ws / self.options.superpixel_size))
-        superpixels = slic.segment_batch(
-            jnp.clip(small, 0, 1),
-            n_segments=n_superpixels,
-            compactness=self.options.compactness,
-            mask=small_mask,
-        ).labels
-        _, n_segments = slic.grid_shape(hs, ws, n_superpixels, masked=True)
+        superpixels, n_segments = _superpixels(
+            small, small_mask, options.superpixel_size, options.compactness
+        )
         fit = cnn.segment_batch(
             small,
             keys,
@@ -495,10 +523,23 @@ class RefinedCNN:
         )
         up_rows = jnp.minimum((jnp.arange(h) * hs) // h, hs - 1)
         up_cols = jnp.minimum((jnp.arange(w) * ws) // w, ws - 1)
-        refined = jax.vmap(
-            lambda lab, seg, m: cnn.refine_labels(lab, seg, n_segments, config.n_channels, m)
-        )(fit.labels, superpixels, small_mask)
-        return _guided(refined[:, up_rows][:, :, up_cols], mask, self.bound, scribbles)
+
+        def up(x):
+            return x[:, up_rows][:, :, up_cols]
+
+        def refine(labels, superpixels, mask, n_segments):
+            return jax.vmap(
+                lambda lab, seg, m: cnn.refine_labels(lab, seg, n_segments, config.n_channels, m)
+            )(labels, superpixels, mask)
+
+        if options.output_superpixel_size:
+            full, n_full = _superpixels(
+                _float(images), mask, options.output_superpixel_size, options.compactness
+            )
+            labels = refine(up(fit.labels), full, mask, n_full)
+        else:
+            labels = up(refine(fit.labels, superpixels, small_mask, n_segments))
+        return _guided(labels, mask, self.bound, scribbles), fit
 
 
 @dataclasses.dataclass(frozen=True)

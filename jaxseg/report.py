@@ -138,9 +138,12 @@ def _method_settings(method: str, config: dict) -> str:
             for k, v in config.items()
             if k.startswith("refined_") and k != "refined_scale"
         )
+        size = config["output_superpixel_size"]
+        output = f"full-size superpixels of {size} pixels" if size else "them"
         parts.append(
             f"SLIC superpixels of {config['superpixel_size']} pixels, compactness "
-            f"{config['compactness']}, at scale {config['refined_scale']}; "
+            f"{config['compactness']}, at scale {config['refined_scale']}; output refined on "
+            f"{output}; "
             f"CNN: {refined}"
         )
     if method == "ucm" or method.endswith("_ucm"):

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg import cnn, pipeline
+from jaxseg import cnn, pipeline, slic
 
 
 def _piecewise(kind: str, seed: int, size: int = 48, sigma: float = 0.05):
@@ -48,6 +48,19 @@ def test_recovers_noisy_piecewise_constant_regions(kind, size):
     assert _worst_region_iou(labels, truth) >= 0.9
 
 
+def test_output_refined_on_full_size_superpixels():
+    # output_superpixel_size > 0: the fit's labels, scaled up, voted on full-size superpixels.
+    image, _ = _piecewise("quadrants", seed=3, size=48)
+    options = pipeline.Options(output_superpixel_size=24)
+    mask = np.ones((1, 48, 48), bool)
+    labels, fit = pipeline.RefinedCNN(options).fit(image[None], mask, jax.random.key(0)[None])
+    assert labels.labels.shape == (1, 48, 48) and fit.labels.shape == (1, 24, 24)
+    assert 1 <= int(fit.n_iter[0]) <= options.refined.max_iter
+    superpixels = slic.segment_batch(image[None], n_segments=96, compactness=10.0, mask=mask)
+    pairs = np.unique(np.stack([superpixels.labels[0].ravel(), labels.labels[0].ravel()]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1]  # one label per superpixel
+
+
 def test_refined_labels_are_constant_on_superpixels():
     labels = np.array([[0, 0, 1, 1], [0, 2, 1, 1]], np.int32)
     segments = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], np.int32)
@@ -59,7 +72,7 @@ def test_plan_and_settings():
     options = pipeline.Options()
     assert options.refined == cnn.Config.refined()
     (stage,) = pipeline.plan("cnn_refined", options=options)
-    assert isinstance(stage, pipeline.RefinedCNN) and stage.bound == 32
+    assert isinstance(stage, pipeline.RefinedCNN) and stage.bound == options.refined.n_channels
     first, second = pipeline.plan("cnn_refined_kmeans", options=options)
     assert first == stage and isinstance(second, pipeline.Recluster)
     assert not pipeline.takes_k("cnn_refined") and pipeline.takes_k("cnn_refined_kmeans")
@@ -73,6 +86,7 @@ def test_plan_and_settings():
         ("compactness", float("nan"), "compactness"),
         ("refined_scale", 0.0, "refined_scale"),
         ("refined_scale", 1.5, "refined_scale"),
+        ("output_superpixel_size", -1, "output_superpixel_size"),
         ("refined", "fast", "refined must be a jaxseg.cnn.Config"),
     ],
 )

@@ -8,7 +8,8 @@ BatchNorm, same thread count), achieved FLOP/s against the machine's peak, and b
 throughput (image-iterations per second) of `segment_batch` for several batch sizes.
 Optional: per-image vs dataset mode (--cnn_compare_images), and how far float rounding carries
 the labels of an image fitted in a padded batch from its labels fitted alone
-(--cnn_agreement_iters).
+(--cnn_agreement_iters), and seconds per image of `cnn_refined` against the `paper` preset's
+1000 iterations on the same image (--cnn_refined_vs_paper_iters).
 """
 
 import dataclasses
@@ -23,7 +24,7 @@ from absl import flags
 from PIL import Image
 
 from benchmarks import common
-from jaxseg import cnn, data, metrics
+from jaxseg import cnn, data, metrics, pipeline
 
 _IMAGE = flags.DEFINE_string("cnn_image", "val/101085.jpg", "BSDS500 image (under images/).")
 _PRESET = flags.DEFINE_enum("cnn_preset", "kim2020", ["paper", "kim2020"], "Config preset.")
@@ -64,6 +65,12 @@ _AGREEMENT = flags.DEFINE_list(
 )
 _AGREEMENT_SCALE = flags.DEFINE_float(
     "cnn_agreement_scale", 0.5, "Image side scale of the sample images in the agreement rows."
+)
+_REFINED_VS_PAPER = flags.DEFINE_integer(
+    "cnn_refined_vs_paper_iters",
+    0,
+    "Time cnn_refined per image against the paper preset run for this many iterations on the "
+    "same image (1000: its full run; fewer: extrapolated per iteration to 1000; 0: skip).",
 )
 _PEAK = flags.DEFINE_float(
     "cnn_peak_gflops",
@@ -351,6 +358,53 @@ def _agreement(config: cnn.Config) -> list[dict]:
     return rows
 
 
+def _refined_vs_paper() -> list[dict]:
+    """Seconds per image of `cnn_refined` (the whole stage: SLIC, fit, refinement) against the
+    `paper` preset's 1000 iterations on the same full-size image, in one run."""
+    image = _load_image()
+    h, w, _ = image.shape
+    key = jax.random.key(0)
+    uint8 = np.round(image * 255).astype(np.uint8)
+    jax.block_until_ready(pipeline.segment(uint8, "cnn_refined", key=key))  # compile
+    refined = []
+    for _ in range(_REPEATS.value):
+        start = time.perf_counter()
+        jax.block_until_ready(pipeline.segment(uint8, "cnn_refined", key=key))
+        refined.append(time.perf_counter() - start)
+    iters = _REFINED_VS_PAPER.value
+    # min_labels=1: exactly `iters` iterations (the paper's 1000 rarely stop earlier).
+    paper = dataclasses.replace(cnn.Config.paper(), max_iter=iters, min_labels=1)
+    jax.block_until_ready(cnn.segment(image, key, paper))  # compile
+    start = time.perf_counter()
+    result = jax.block_until_ready(cnn.segment(image, key, paper))
+    paper_s = (time.perf_counter() - start) * 1000 / int(result.n_iter)
+    refined_s = float(np.median(refined))
+    how = "measured" if iters == 1000 else f"{iters} timed, x{1000 / iters:g}"
+    print(
+        f"{h}x{w}: cnn_refined {refined_s:.1f} s/image (median of {len(refined)}); paper preset "
+        f"1000 iterations {paper_s:.0f} s ({how}); ratio {paper_s / refined_s:.0f}"
+    )
+    return [
+        {
+            "method": "cnn_refined",
+            "peer": "paper x1000",
+            "median_s": refined_s,
+            "times_s": refined,
+            "h": h,
+            "w": w,
+            "ratio": paper_s / refined_s,
+        },
+        {
+            "method": "paper x1000",
+            "peer": "",
+            "median_s": paper_s,
+            "timed_iters": iters,
+            "h": h,
+            "w": w,
+        },
+    ]
+
+
 def _row(method, peer, times, flops, peak, **extra):
     median = float(np.median(times))
     row = {"method": method, "peer": peer, "median_s": median, "times_s": times, **extra}
@@ -407,4 +461,6 @@ def run(out_dir: Path) -> list[dict]:
         rows += _compare_modes(base)
     if _AGREEMENT.value:
         rows += _agreement(base)
+    if _REFINED_VS_PAPER.value:
+        rows += _refined_vs_paper()
     return rows
