@@ -25,7 +25,7 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding BSDS500/.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where <id>.png go.", required=True)
 _ANNOTATION = flags.DEFINE_integer("annotation", 0, "Which human annotation (0-based).")
 _MAX_CLASSES = flags.DEFINE_integer(
-    "max_classes", 32, "Classes 0..max_classes-1: at most the CNN's channels (cnn_refined: 32)."
+    "max_classes", 32, "Classes 0..max_classes-1: at most the CNN's channels (cnn_refined: 64)."
 )
 _MIN_SIZE = flags.DEFINE_integer("min_size", 500, "Smallest segment (pixels) that is scribbled.")
 _MARGIN = flags.DEFINE_integer("margin", 3, "Strokes keep this many pixels from the border.")
