@@ -612,8 +612,8 @@ def _check_scribbles(scribbles, shape, mask, n_channels) -> jax.Array:
             )
         if classes[0] < 0 or classes[-1] >= n_channels:
             raise ValueError(
-                f"scribble classes must be in [0, n_channels={n_channels}) (or {UNSCRIBBLED} for "
-                f"none), got classes {classes[0]}..{classes[-1]}"
+                f"scribble classes must be in [0, {n_channels}) (the CNN's channels) or "
+                f"{UNSCRIBBLED} for none, got {classes[0]}..{classes[-1]}"
             )
     return jnp.asarray(scribbles, jnp.int32)
 

@@ -1032,14 +1032,7 @@ def _check_scribbles(scribbles, shape, method: str, stages) -> np.ndarray:
             f"scribbles must be an integer map of the image's shape {tuple(shape)}, got "
             f"{values.dtype} {values.shape}"
         )
-    classes = np.unique(values[values != cnn.UNSCRIBBLED])
-    if classes.size == 0:
-        raise ValueError("scribbles has no scribbled pixel: pass None to run unguided")
-    if classes[0] < 0 or classes[-1] >= channels:
-        raise ValueError(
-            f"scribble classes must be in [0, {channels}) (the CNN's channels) or "
-            f"{cnn.UNSCRIBBLED} for none, got {classes[0]}..{classes[-1]}"
-        )
+    cnn._check_scribbles(values, values.shape, None, channels)  # a scribble; classes < C
     return values.astype(np.int32)
 
 

@@ -405,22 +405,21 @@ def hierarchy_benchmarks(records: list[Record]) -> dict[str, HierarchySummary]:
             rows.append([distinct[i] for i in stats["index"]])
         thresholds = metrics.ucm_thresholds(len(rows[0]))
         bench = metrics.aggregate_region_stats(rows, thresholds)
-        out[name] = HierarchySummary(
+        out[name] = _from_bench(
+            HierarchySummary,
+            bench,
             n_images=len(rows),
             thresholds=thresholds.tolist(),
             covering=bench.covering.tolist(),
-            ods_covering_threshold=bench.ods_covering_threshold,
-            ods_covering=bench.ods_covering,
-            ois_covering=bench.ois_covering,
-            best_covering=bench.best_covering,
-            ods_pri_threshold=bench.ods_pri_threshold,
-            ods_pri=bench.ods_pri,
-            ois_pri=bench.ois_pri,
-            ods_voi_threshold=bench.ods_voi_threshold,
-            ods_voi=bench.ods_voi,
-            ois_voi=bench.ois_voi,
         )
     return out
+
+
+def _from_bench(cls, bench, **lists):
+    """A `cls` summary: `lists` (its per-threshold lists and count), and each other field
+    taken from the `bench` attribute of the same name."""
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in lists]
+    return cls(**lists, **{name: getattr(bench, name) for name in names})
 
 
 def boundary_benchmarks(records: list[Record]) -> dict[str, BoundarySummary]:
@@ -431,19 +430,13 @@ def boundary_benchmarks(records: list[Record]) -> dict[str, BoundarySummary]:
         if not stats:
             continue
         bench = boundary.aggregate_boundary_stats(stats)
-        out[name] = BoundarySummary(
+        out[name] = _from_bench(
+            BoundarySummary,
+            bench,
             n_images=len(stats),
             thresholds=bench.thresholds.tolist(),
             recall=bench.recall.tolist(),
             precision=bench.precision.tolist(),
-            ods_threshold=bench.ods_threshold,
-            ods_recall=bench.ods_recall,
-            ods_precision=bench.ods_precision,
-            ods_f=bench.ods_f,
-            ois_recall=bench.ois_recall,
-            ois_precision=bench.ois_precision,
-            ois_f=bench.ois_f,
-            ap=bench.ap,
         )
     return out
 
