@@ -7,12 +7,17 @@ merging, one pair at a time, the two neighbouring regions of lowest dissimilarit
     cost(A, B) = mean boundary strength along the border of A and B
                  * (1 + feature_weight * distance(mean feature of A, mean feature of B))
                  * min(1, min(|A|, |B|) / (size_scale * h * w)) ** size_power
+                 / (1 + contrast_weight * min(texture(A), texture(B)))
 
 until one region is left. The distance is Euclidean, plus chi-squared on the trailing
 `histogram_dims` features (texton histograms). A border's mean strength is pooled over its pixel
 pairs (each pair scores the larger strength of its two pixels, across the border's orientation
 when the strength is oriented, plus `spectral_weight` times the border's spectral strength), so
 a merged region's border with a neighbour is the length-weighted mean of its parts' borders.
+The last factor is Felzenszwalb-Huttenlocher's contrast normalisation: a region's texture is
+the mean over its pixels of the strength's minimum in a small window (high where edges are
+everywhere, as in water or foliage, low in smooth areas and on isolated edges), so a border
+between two textured regions counts less than one of the same strength in smooth surroundings.
 The spectral strength is gPb's globalisation computed on the finest regions instead of pixels
 (`_spectral_strength`): the normalised-cut eigenvectors of the region graph, whose affinities
 come from the local strength, differ across borders that separate large coherent parts of the
@@ -316,6 +321,8 @@ def _merge_levels(
     size_scale: float,
     size_power: float,
     histogram_dims: int,
+    texture_sums: np.ndarray,
+    contrast_weight: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Level `[e]` at which the two regions of every border join (greedy merging), and the
     number of regions left after that merge `[e]`."""
@@ -329,6 +336,7 @@ def _merge_levels(
     ssum = graph.strength_sum.astype(np.float64).tolist()
     length = graph.length.astype(np.float64).tolist()
     ends = graph.pairs.tolist()
+    texture_sums = texture_sums.astype(np.float64).tolist()
     members = [[e] for e in range(n_borders)]  # original borders pooled into each border
     stamp = [0] * n_borders  # heap entries of a border are valid while they carry its stamp
     neighbours: list[dict[int, int]] = [{} for _ in range(len(sizes))]
@@ -355,6 +363,9 @@ def _merge_levels(
             value *= 1.0 + feature_weight * distance
         if size_power:
             value *= min(1.0, min(sizes[a], sizes[b]) / size_scale) ** size_power
+        if contrast_weight:
+            texture = min(texture_sums[a] / sizes[a], texture_sums[b] / sizes[b])
+            value /= 1.0 + contrast_weight * texture
         return value
 
     heap = [(cost(e), 0, e) for e in range(n_borders)]
@@ -389,6 +400,7 @@ def _merge_levels(
                 stamp[f] = -1
         neighbours[b] = {}
         sizes[a] += sizes[b]
+        texture_sums[a] += texture_sums[b]
         feature_sums[a] = [x + y for x, y in zip(feature_sums[a], feature_sums[b], strict=True)]
         for f in neighbours[a].values():
             stamp[f] += 1
@@ -426,6 +438,8 @@ def ucm_from_regions(
     n_eigenvectors: int = 8,
     spectral_scale: float = 0.1,
     histogram_dims: int = 0,
+    contrast_weight: float = 0.0,
+    contrast_size: int = 11,
 ) -> np.ndarray:
     """Ultrametric contour map of greedy merging of `regions` (see the module docstring).
 
@@ -451,6 +465,11 @@ def ucm_from_regions(
       histogram_dims: the last `histogram_dims` feature dimensions are a histogram (of a
         region's mean, e.g. one-hot textons) compared by the chi-squared distance
         `1/2 sum (a - b)^2 / (a + b)`, added to the Euclidean distance of the others.
+      contrast_weight: weight (>= 0) of the contrast normalisation: the cost is divided by
+        `1 + contrast_weight * min(texture(A), texture(B))`, a region's texture being the mean
+        over its pixels of the strength's minimum in a `contrast_size` square window (high
+        only where edges are everywhere, as in water or foliage).
+      contrast_size: side (>= 1 pixels) of that window.
 
     Returns:
       float64 `ucm2` `[2h + 1, 2w + 1]` in [0, 1).
@@ -478,6 +497,10 @@ def ucm_from_regions(
         raise ValueError(f"count_weight must lie in [0, 1], got {count_weight}")
     if n_eigenvectors < 1:
         raise ValueError(f"n_eigenvectors must be >= 1, got {n_eigenvectors}")
+    if not (np.isfinite(contrast_weight) and contrast_weight >= 0):
+        raise ValueError(f"contrast_weight must be finite and >= 0, got {contrast_weight}")
+    if int(contrast_size) != contrast_size or contrast_size < 1:
+        raise ValueError(f"contrast_size must be an integer >= 1, got {contrast_size}")
     h, w = regions.shape
     _, regions = np.unique(regions, return_inverse=True)
     regions = regions.reshape(h, w)
@@ -503,6 +526,8 @@ def ucm_from_regions(
     sums = np.zeros((n, region_features.shape[-1]))
     for i in range(sums.shape[1]):
         sums[:, i] = np.bincount(flat, region_features[..., i].ravel(), minlength=n)
+    # Texture: strength that stays high across a whole window, not only near an edge.
+    texture = scipy.ndimage.minimum_filter(oriented.max(axis=0), size=int(contrast_size))
     graph = _adjacency(regions, n, oriented)
     if spectral_weight:
         spectral = _spectral_strength(
@@ -519,6 +544,8 @@ def ucm_from_regions(
         size_scale=float(size_scale) * h * w,
         size_power=float(size_power),
         histogram_dims=int(histogram_dims),
+        texture_sums=np.bincount(flat, texture.ravel(), minlength=n),
+        contrast_weight=float(contrast_weight),
     )
     by_level = 1.0 - np.exp(-levels / level_scale)
     by_count = 1.0 - np.log(np.maximum(remaining, 1)) / math.log(max(n, 2))
@@ -565,6 +592,8 @@ def hierarchical_segmentation(
     spectral_weight: float = 1.0,
     n_eigenvectors: int = 8,
     spectral_scale: float = 0.1,
+    contrast_weight: float = 1.0,
+    contrast_size: int = 11,
     **cue_options,
 ) -> Hierarchy:
     """The whole pipeline: boundary cues, watershed regions, greedy merging into a `ucm2`.
@@ -574,9 +603,10 @@ def hierarchical_segmentation(
       key: PRNG key of the texton K-means.
       sigma: smoothing of the watershed (`oversegment`).
       feature_weight, size_scale, size_power, level_scale, count_weight, spectral_weight,
-        n_eigenvectors, spectral_scale: merging (`ucm_from_regions`); the features are the
-        pixels' Lab / 100 and their one-hot textons times `texton_weight`, so a region's mean
-        is its mean colour and its texton histogram (compared by chi-squared).
+        n_eigenvectors, spectral_scale, contrast_weight, contrast_size: merging
+        (`ucm_from_regions`); the features are the pixels' Lab / 100 and their one-hot textons
+        times `texton_weight`, so a region's mean is its mean colour and its texton histogram
+        (compared by chi-squared).
       texton_weight: weight (>= 0) of the texton histograms' chi-squared distance against the
         colour distance.
       **cue_options: passed to `edges.boundary_cues`.
@@ -607,6 +637,8 @@ def hierarchical_segmentation(
         n_eigenvectors=n_eigenvectors,
         spectral_scale=spectral_scale,
         histogram_dims=one_hot.shape[-1],
+        contrast_weight=contrast_weight,
+        contrast_size=contrast_size,
     )
     return Hierarchy(
         ucm2=ucm2, strength=strength, regions=regions, n_regions=int(regions.max()) + 1

@@ -161,6 +161,19 @@ def test_texton_histograms_are_compared_by_chi_squared():
     np.testing.assert_allclose(ucm2[1::2, 4], 1 - np.exp(-0.3 * (1 + 4.0 * 0.5)))
 
 
+def test_contrast_normalisation_discounts_borders_between_textured_regions():
+    # Two regions with strength 0.3 everywhere (texture): the border's cost 0.3 is divided by
+    # 1 + 2 * 0.3. With one side smooth (strength 0 away from the border) it is not.
+    regions = np.repeat([[0, 0, 0, 1, 1, 1]], 6, axis=0)
+    textured = np.full((6, 6), 0.3)
+    ucm2 = hierarchy.ucm_from_regions(regions, textured, contrast_weight=2.0, contrast_size=3)
+    np.testing.assert_allclose(ucm2[1::2, 6], 1 - np.exp(-0.3 / (1 + 2.0 * 0.3)))
+    one_smooth = textured.copy()
+    one_smooth[:, :2] = 0.0
+    ucm2 = hierarchy.ucm_from_regions(regions, one_smooth, contrast_weight=2.0, contrast_size=3)
+    np.testing.assert_allclose(ucm2[1::2, 6], 1 - np.exp(-0.3))
+
+
 def _blocks(n_side: int = 8, cell: int = 4):
     """A grid of n_side x n_side square regions; the border between the left and the right
     half is strong (0.8), the others weak (0.2)."""
@@ -256,6 +269,14 @@ def test_bad_options_and_thresholds_are_rejected():
         hierarchy.ucm_from_regions(regions, strength, n_eigenvectors=0)
     with pytest.raises(ValueError, match="histogram_dims"):
         hierarchy.ucm_from_regions(regions, strength, np.zeros((4, 5, 3)), histogram_dims=4)
+    with pytest.raises(ValueError, match="contrast_weight"):
+        hierarchy.ucm_from_regions(regions, strength, contrast_weight=-1)
+    with pytest.raises(ValueError, match="contrast_weight"):
+        hierarchy.ucm_from_regions(regions, strength, contrast_weight=np.nan)
+    with pytest.raises(ValueError, match="contrast_size"):
+        hierarchy.ucm_from_regions(regions, strength, contrast_size=0)
+    with pytest.raises(ValueError, match="contrast_size"):
+        hierarchy.ucm_from_regions(regions, strength, contrast_size=2.5)
     with pytest.raises(ValueError, match="histogram features"):
         hierarchy.ucm_from_regions(regions, strength, -np.ones((4, 5, 3)), histogram_dims=2)
     with pytest.raises(ValueError, match="threshold"):
