@@ -594,6 +594,8 @@ _MERGE_OPTIONS = (
     "spectral_weight",
     "n_eigenvectors",
     "spectral_scale",
+    "contrast_weight",
+    "contrast_size",
 )
 _HIERARCHY_DEFAULTS = {
     name: p.default
