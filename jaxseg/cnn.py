@@ -199,6 +199,8 @@ class CNNResult(NamedTuple):
     n_labels_history: [max_iter] int32, label count at each iteration, -1 after ``n_iter``.
     stop_reason: [] int32, why the loop stopped: an index into ``STOP_REASONS`` ("max_iter",
       "min_labels", "stable": the ``stop_change`` rule).
+    params: the fitted network's parameters after its last update (``response`` applies them
+      to any image, e.g. at another size).
     """
 
     labels: jax.Array
@@ -208,6 +210,7 @@ class CNNResult(NamedTuple):
     loss_history: jax.Array
     n_labels_history: jax.Array
     stop_reason: jax.Array
+    params: Params
 
 
 class _State(NamedTuple):
@@ -501,6 +504,7 @@ def _fit_batch(
         loss_history=state.loss_history,
         n_labels_history=state.n_labels_history,
         stop_reason=state.stop,
+        params=state.params,
     )
 
 

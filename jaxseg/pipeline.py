@@ -192,6 +192,15 @@ class Options:
             "group": "cnn_refined",
         },
     )
+    full_size_output: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "help": "cnn_refined: the final labels are the fitted CNN's argmax on the full-size "
+            "image (pixel refining; voted on output_superpixel_size superpixels when that is "
+            "> 0); false: its labels at the fit's size, scaled back up.",
+            "group": "cnn_refined",
+        },
+    )
 
     def __post_init__(self):
         if self.space not in SPACES:
@@ -218,6 +227,8 @@ class Options:
             raise ValueError(
                 f"output_superpixel_size must be >= 0, got {self.output_superpixel_size}"
             )
+        if not isinstance(self.full_size_output, bool):
+            raise ValueError(f"full_size_output must be a bool, got {self.full_size_output!r}")
 
 
 class Segmentation(NamedTuple):
@@ -462,13 +473,15 @@ def _superpixels(images, mask, size: int, compactness: float) -> tuple[jax.Array
 class RefinedCNN:
     """The recommended CNN (`cnn_refined`): SLIC superpixels (`jaxseg.slic`) and the CNN fitted
     with each pixel's target the majority label of its superpixel (Kanezaki 2018), on the image
-    shrunk by `options.refined_scale`. The final labels are the fit's labels scaled back up
-    (nearest) and refined the same way on SLIC superpixels of the full-size image
-    (`options.output_superpixel_size`; 0: on the fit's superpixels, borders at the shrunk
-    image's resolution). Settings: `options.refined` (a `cnn.Config`, `Config.refined()` by
-    default), `options.superpixel_size`, `options.compactness`. Optional `scribbles`
-    [b, h, w] are shrunk keeping every stroke (`scribbles.shrink`) to guide the fit; the
-    full-size labels are then `_guided` by them. `progress` as `FitCNN`'s."""
+    shrunk by `options.refined_scale`. The final labels (`options.full_size_output`, default)
+    are the fitted network's argmax on the full-size image (pixel refining), or else the fit's
+    labels scaled back up (nearest); with `options.output_superpixel_size` > 0 they are then
+    refined the same way on SLIC superpixels of the full-size image of that size (0: the
+    full-size argmax as it is, or the fit's labels refined on the fit's superpixels, borders at
+    the shrunk image's resolution). Settings: `options.refined` (a `cnn.Config`,
+    `Config.refined()` by default), `options.superpixel_size`, `options.compactness`. Optional
+    `scribbles` [b, h, w] are shrunk keeping every stroke (`scribbles.shrink`) to guide the
+    fit; the full-size labels are then `_guided` by them. `progress` as `FitCNN`'s."""
 
     options: Options
 
@@ -503,7 +516,9 @@ class RefinedCNN:
         config, scale = options.refined, options.refined_scale
         b, h, w = mask.shape
         hs, ws = max(3, round(h * scale)), max(3, round(w * scale))
-        small = jax.image.resize(_float(images), (b, hs, ws, 3), "linear", antialias=True)
+        small = jnp.clip(  # the antialiasing kernel may overshoot [0, 1] by a rounding error
+            jax.image.resize(_float(images), (b, hs, ws, 3), "linear", antialias=True), 0, 1
+        )
         rows = ((jnp.arange(hs) + 0.5) * h / hs).astype(jnp.int32)
         cols = ((jnp.arange(ws) + 0.5) * w / ws).astype(jnp.int32)
         small_mask = mask[:, rows][:, :, cols]
@@ -532,12 +547,18 @@ class RefinedCNN:
                 lambda lab, seg, m: cnn.refine_labels(lab, seg, n_segments, config.n_channels, m)
             )(labels, superpixels, mask)
 
+        if options.full_size_output:
+            labels = jax.vmap(
+                lambda p, image, m: cnn.response(p, image[None], m[None])[0].argmax(-1)
+            )(fit.params, _float(images), mask).astype(jnp.int32)
+        else:
+            labels = up(fit.labels)
         if options.output_superpixel_size:
             full, n_full = _superpixels(
                 _float(images), mask, options.output_superpixel_size, options.compactness
             )
-            labels = refine(up(fit.labels), full, mask, n_full)
-        else:
+            labels = refine(labels, full, mask, n_full)
+        elif not options.full_size_output:
             labels = up(refine(fit.labels, superpixels, small_mask, n_segments))
         return _guided(labels, mask, self.bound, scribbles), fit
 

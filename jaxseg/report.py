@@ -139,11 +139,15 @@ def _method_settings(method: str, config: dict) -> str:
             if k.startswith("refined_") and k != "refined_scale"
         )
         size = config["output_superpixel_size"]
-        output = f"full-size superpixels of {size} pixels" if size else "them"
+        full = config.get("full_size_output", False)  # absent from runs before it existed
+        output = "the CNN's argmax on the full-size image" if full else "the fit's labels"
+        if size:
+            output += f", refined on full-size superpixels of {size} pixels"
+        elif not full:
+            output += ", refined on its superpixels"
         parts.append(
             f"SLIC superpixels of {config['superpixel_size']} pixels, compactness "
-            f"{config['compactness']}, at scale {config['refined_scale']}; output refined on "
-            f"{output}; "
+            f"{config['compactness']}, at scale {config['refined_scale']}; output: {output}; "
             f"CNN: {refined}"
         )
     if method == "ucm" or method.endswith("_ucm"):

@@ -27,7 +27,13 @@ def test_every_leaf_of_the_tree_is_a_flag(flag_values):
     assert [f"refined_{f.name}" for f in dataclasses.fields(cnn.Config)] == [
         n for n in names if n.startswith("refined_") and n != "refined_scale"
     ]
-    cnn_refined = {"superpixel_size", "compactness", "refined_scale", "output_superpixel_size"}
+    cnn_refined = {
+        "superpixel_size",
+        "compactness",
+        "refined_scale",
+        "output_superpixel_size",
+        "full_size_output",
+    }
     assert cnn_refined <= set(groups["cnn_refined"])
     assert {"space", "k_min", "k_max", "covariance_type", "xy_weight"} <= set(groups["methods"])
     assert set(groups) <= set(config.GROUPS)
