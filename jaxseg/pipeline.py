@@ -551,15 +551,15 @@ class RefinedCNN:
             labels = jax.vmap(
                 lambda p, image, m: cnn.response(p, image[None], m[None])[0].argmax(-1)
             )(fit.params, _float(images), mask).astype(jnp.int32)
-        else:
+        elif options.output_superpixel_size:
             labels = up(fit.labels)
+        else:
+            labels = up(refine(fit.labels, superpixels, small_mask, n_segments))
         if options.output_superpixel_size:
             full, n_full = _superpixels(
                 _float(images), mask, options.output_superpixel_size, options.compactness
             )
             labels = refine(labels, full, mask, n_full)
-        elif not options.full_size_output:
-            labels = up(refine(fit.labels, superpixels, small_mask, n_segments))
         return _guided(labels, mask, self.bound, scribbles), fit
 
 
