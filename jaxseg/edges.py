@@ -50,8 +50,8 @@ class BoundaryCues(NamedTuple):
         (i = 0: a horizontal line, i = o / 2: a vertical one), in [0, 1).
       orientation: `[h, w]` float32 angle in [0, pi) of the strongest oriented gradient (the
         direction across which the halves differ most is its normal).
-      colour: `[o, h, w]` float32 colour gradient per orientation, averaged over scales.
-      texture: `[o, h, w]` float32 texton chi-squared gradient per orientation, averaged over
+      colour: `[o, h, w]` float32 colour gradient per orientation, pooled over scales.
+      texture: `[o, h, w]` float32 texton chi-squared gradient per orientation, pooled over
         scales.
       textons: `[h, w]` int32 texton of every pixel.
     """
@@ -143,6 +143,8 @@ def _correlate(spectra: jax.Array, kernel_spectra: np.ndarray, shape, h: int, w:
         "colour_weight",
         "texture_weight",
         "gain",
+        "scale_pooling",
+        "isotropic_weight",
     ),
 )
 def _boundary_cues(
@@ -156,6 +158,8 @@ def _boundary_cues(
     colour_weight,
     texture_weight,
     gain,
+    scale_pooling,
+    isotropic_weight,
 ):
     h, w, _ = image.shape
     lab = features.colour_features(image.reshape(h * w, 3), space="lab").reshape(h, w, 3)
@@ -184,17 +188,25 @@ def _boundary_cues(
     def kernels(radius):
         return _kernel_spectra(half_disc_kernels(radius, n_orientations), shape)
 
+    pool = {
+        "mean": lambda g: jnp.mean(jnp.stack(g), axis=0),
+        "min": lambda g: jnp.min(jnp.stack(g), axis=0),
+    }[scale_pooling]
     lab_spectra, texton_spectra = spectra(lab), spectra(one_hot)
-    colour = jnp.zeros((n_orientations, h, w), jnp.float32)
+    colour = []
     for radius in colour_radii:
         diff = _correlate(lab_spectra, kernels(radius)[:-1], shape, h, w, pad)  # [3, o, h, w]
-        colour += jnp.sqrt(jnp.sum(diff**2, axis=0) + _EPS**2) / len(colour_radii)
-    texture = jnp.zeros((n_orientations, h, w), jnp.float32)
+        colour.append(jnp.sqrt(jnp.sum(diff**2, axis=0) + _EPS**2))
+    texture = []
     for radius in texture_radii:
         hist = _correlate(texton_spectra, kernels(radius), shape, h, w, pad)  # [k, o + 1, h, w]
         mean = jnp.maximum(hist[:, -1:], _EPS)
-        texture += 0.25 * jnp.sum(hist[:, :-1] ** 2 / mean, axis=0) / len(texture_radii)
-    oriented = 1.0 - jnp.exp(-(colour_weight * colour + texture_weight * texture) / gain)
+        texture.append(0.25 * jnp.sum(hist[:, :-1] ** 2 / mean, axis=0))
+    colour, texture = pool(colour), pool(texture)
+    gradient = colour_weight * colour + texture_weight * texture
+    # Texture has a gradient across every line, an edge only across its own direction.
+    gradient = jnp.maximum(gradient - isotropic_weight * jnp.min(gradient, axis=0), 0.0)
+    oriented = 1.0 - jnp.exp(-gradient / gain)
     strength = jnp.max(oriented, axis=0)
     orientation = jnp.pi * jnp.argmax(oriented, axis=0).astype(jnp.float32) / n_orientations
     return BoundaryCues(strength, oriented, orientation, colour, texture, textons.astype(jnp.int32))
@@ -211,6 +223,8 @@ def boundary_cues(
     colour_weight: float = 1.0,
     texture_weight: float = 0.25,
     gain: float = 0.25,
+    scale_pooling: str = "min",
+    isotropic_weight: float = 0.5,
 ) -> BoundaryCues:
     """Local boundary strength of an RGB image from oriented colour and texture gradients.
 
@@ -224,6 +238,10 @@ def boundary_cues(
       n_textons: texton vocabulary size (static), at most h * w.
       colour_weight, texture_weight: weights (static) of the two cues' oriented gradients.
       gain: the combined gradient g maps to strength 1 - exp(-g / gain) (static, > 0).
+      scale_pooling: how each cue's gradients are pooled over its radii (static): "min" (an
+        edge is there at every radius, texture speckle fades at large ones) or "mean".
+      isotropic_weight: weight in [0, 1] (static) of the combined gradient's minimum over
+        orientations (its isotropic part, high inside texture), subtracted before squashing.
 
     Returns:
       BoundaryCues.
@@ -245,6 +263,10 @@ def boundary_cues(
         raise ValueError(f"n_textons must lie in [1, {h * w}] for a {h}x{w} image, got {n_textons}")
     if not (np.isfinite(gain) and gain > 0):
         raise ValueError(f"gain must be finite and > 0, got {gain}")
+    if scale_pooling not in ("mean", "min"):
+        raise ValueError(f"scale_pooling must be 'mean' or 'min', got {scale_pooling!r}")
+    if not 0 <= isotropic_weight <= 1:
+        raise ValueError(f"isotropic_weight must lie in [0, 1], got {isotropic_weight}")
     if min(colour_weight, texture_weight) < 0 or colour_weight + texture_weight <= 0:
         raise ValueError(
             f"weights must be >= 0, not both 0; got colour {colour_weight}, "
@@ -260,4 +282,6 @@ def boundary_cues(
         colour_weight=float(colour_weight),
         texture_weight=float(texture_weight),
         gain=float(gain),
+        scale_pooling=scale_pooling,
+        isotropic_weight=float(isotropic_weight),
     )
