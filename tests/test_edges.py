@@ -33,15 +33,16 @@ def test_filter_bank_is_zero_mean_unit_l1():
     np.testing.assert_allclose(np.abs(bank).sum(axis=(1, 2)), 1, atol=1e-5)
 
 
-def test_colour_gradient_matches_a_direct_correlation():
+@pytest.mark.parametrize("pooling", ["mean", "min"])
+def test_colour_gradient_matches_a_direct_correlation(pooling):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
-    cues = edges.boundary_cues(image, jax.random.key(0), **_SMALL)
+    cues = edges.boundary_cues(image, jax.random.key(0), scale_pooling=pooling, **_SMALL)
     # Reference: scipy correlation of Lab / 100 with the same kernels, symmetric padding.
     from jaxseg import features
 
     lab = np.asarray(features.colour_features(image.reshape(-1, 3), space="lab")).reshape(20, 24, 3)
-    expected = np.zeros((4, 20, 24))
+    expected = []
     for radius in _SMALL["colour_radii"]:
         kernels = edges.half_disc_kernels(radius, 4)[:-1].astype(np.float64)
         diffs = np.stack(
@@ -50,8 +51,21 @@ def test_colour_gradient_matches_a_direct_correlation():
                 for c in range(3)
             ]
         )
-        expected += np.sqrt((diffs**2).sum(axis=0) + 1e-12) / 2
+        expected.append(np.sqrt((diffs**2).sum(axis=0) + 1e-12))
+    expected = np.mean(expected, axis=0) if pooling == "mean" else np.min(expected, axis=0)
     np.testing.assert_allclose(np.asarray(cues.colour), expected, atol=2e-4)
+
+
+def test_isotropic_part_of_the_gradient_is_removed():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
+    options = dict(_SMALL, colour_weight=1.0, texture_weight=0.5, gain=0.25)
+    cues = edges.boundary_cues(image, jax.random.key(0), isotropic_weight=0.5, **options)
+    gradient = np.asarray(cues.colour) + 0.5 * np.asarray(cues.texture)
+    gradient = np.maximum(gradient - 0.5 * gradient.min(axis=0), 0)
+    np.testing.assert_allclose(np.asarray(cues.oriented), 1 - np.exp(-gradient / 0.25), atol=1e-5)
+    plain = edges.boundary_cues(image, jax.random.key(0), isotropic_weight=0.0, **options)
+    assert np.all(np.asarray(cues.strength) <= np.asarray(plain.strength) + 1e-6)
 
 
 def test_step_edge_is_found_with_its_orientation():
@@ -100,6 +114,8 @@ def test_vmap_over_a_batch_matches_single_images():
         (np.zeros((8, 8, 3), np.uint8), {"colour_radii": ()}, "colour_radii"),
         (np.zeros((8, 8, 3), np.uint8), {"gain": 0.0}, "gain"),
         (np.zeros((8, 8, 3), np.uint8), {"colour_weight": -1.0}, "weights"),
+        (np.zeros((8, 8, 3), np.uint8), {"scale_pooling": "max"}, "scale_pooling"),
+        (np.zeros((8, 8, 3), np.uint8), {"isotropic_weight": 1.5}, "isotropic_weight"),
     ],
 )
 def test_bad_input_is_rejected(image, options, message):
