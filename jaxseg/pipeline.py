@@ -515,9 +515,10 @@ class RefinedCNN:
         options = self.options
         config, scale = options.refined, options.refined_scale
         b, h, w = mask.shape
+        full_images = _float(images)
         hs, ws = max(3, round(h * scale)), max(3, round(w * scale))
         small = jnp.clip(  # the antialiasing kernel may overshoot [0, 1] by a rounding error
-            jax.image.resize(_float(images), (b, hs, ws, 3), "linear", antialias=True), 0, 1
+            jax.image.resize(full_images, (b, hs, ws, 3), "linear", antialias=True), 0, 1
         )
         rows = ((jnp.arange(hs) + 0.5) * h / hs).astype(jnp.int32)
         cols = ((jnp.arange(ws) + 0.5) * w / ws).astype(jnp.int32)
@@ -550,14 +551,14 @@ class RefinedCNN:
         if options.full_size_output:
             labels = jax.vmap(
                 lambda p, image, m: cnn.response(p, image[None], m[None])[0].argmax(-1)
-            )(fit.params, _float(images), mask).astype(jnp.int32)
+            )(fit.params, full_images, mask).astype(jnp.int32)
         elif options.output_superpixel_size:
             labels = up(fit.labels)
         else:
             labels = up(refine(fit.labels, superpixels, small_mask, n_segments))
         if options.output_superpixel_size:
             full, n_full = _superpixels(
-                _float(images), mask, options.output_superpixel_size, options.compactness
+                full_images, mask, options.output_superpixel_size, options.compactness
             )
             labels = refine(labels, full, mask, n_full)
         return _guided(labels, mask, self.bound, scribbles), fit
