@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from jaxseg import cnn, data, metrics, pipeline
+from jaxseg import cnn, data, metrics, pipeline, stages
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder holding BSDS500/.")
 _SPLIT = flags.DEFINE_enum("split", "val", ["train", "val"], "BSDS500 split.")
@@ -32,7 +32,7 @@ _OUT = flags.DEFINE_string("out", "convergence_stop.json", "Where the results go
 def _fit(options: pipeline.Options, image: np.ndarray, key: jax.Array):
     """(labels [h, w], CNN iterations, stop reason, seconds) of `cnn_refined` on one image."""
     prepared = pipeline.prepare(image, colours=False)
-    stage = pipeline.RefinedCNN(options)
+    stage = stages.RefinedCNN(options)
     start = time.perf_counter()
     labels, fit = _jit_fit(stage, prepared.image[None], prepared.mask[None], key[None])
     labels = np.asarray(labels.labels[0])

@@ -38,6 +38,7 @@ _SUBMODULES = (
     "scoring",
     "scribbles",
     "slic",
+    "stages",
     "summary",
     "visualize",
 )

@@ -21,7 +21,7 @@ from typing import Any
 
 from absl import flags
 
-from jaxseg import pipeline
+from jaxseg import pipeline, stages
 
 __all__ = ["GROUPS", "RunConfig", "define_flags", "flag_fields", "from_flags", "label_settings"]
 
@@ -160,7 +160,7 @@ class RunConfig:
             blind = [
                 m
                 for m in self.method
-                if pipeline.scribble_channels(
+                if stages.scribble_channels(
                     pipeline.plan(m, "elbow", self.options, cnn_mode=self.cnn_mode)
                 )
                 is None

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxseg import cnn, data, pipeline
+from jaxseg import cnn, data, pipeline, stages
 from jaxseg import config as config_lib
 from jaxseg.progress import LoopProgress
 from jaxseg.rundir import RunDir
@@ -80,7 +80,7 @@ def load_or_train(
             batch_size=batch_size,
             mask=mask,
             progress=progress,
-            progress_every=pipeline.PROGRESS_EVERY,
+            progress_every=stages.PROGRESS_EVERY,
         )
         params[cnn_config] = trained
         path = run_dir.network_path(cnn_config)

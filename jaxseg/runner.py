@@ -7,11 +7,11 @@ sharded over the local devices (`distributed.data_parallel`), scores the labels 
 ground truth (`jaxseg.scoring`) and writes the run directory (`jaxseg.rundir`, its pictures:
 `jaxseg.panels`) and its summary (`jaxseg.summary`, `jaxseg.report`). The log follows the run
 (`jaxseg.progress`): after each batch, images done and the ETA; inside a CNN batch and
-dataset-mode training, every `pipeline.PROGRESS_EVERY` iterations, the iteration, the images,
+dataset-mode training, every `stages.PROGRESS_EVERY` iterations, the iteration, the images,
 their labels and the time left.
 
 The runner executes `pipeline.plan`s stage by stage, so units whose plans share a prefix
-(`cnn` and `cnn_kmeans`) compute it once per batch. A plan's host stage (`pipeline.Hierarchize`)
+(`cnn` and `cnn_kmeans`) compute it once per batch. A plan's host stage (`stages.Hierarchize`)
 then runs per image on the image and its labels in their own orientation, with the key of its
 index in the plan; its `ucm2` is written to `ucm2/<unit>/<id>.mat`, scored at the
 `config.nthresh` official thresholds (region statistics and boundary counts, in the record),
@@ -45,7 +45,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import cnn, data, distributed, hierarchy, networks, panels, pipeline, report, scoring
+from jaxseg import (
+    cnn,
+    data,
+    distributed,
+    hierarchy,
+    networks,
+    panels,
+    pipeline,
+    report,
+    scoring,
+    stages,
+)
 from jaxseg import config as config_lib
 from jaxseg import scribbles as scribble_maps
 from jaxseg.progress import ImageProgress, LoopProgress
@@ -70,8 +81,8 @@ class Unit(NamedTuple):
 
     @property
     def host(self):
-        """The plan's final host stage (`pipeline.Hierarchize`), or None."""
-        return self.plan[-1] if pipeline.is_host(self.plan[-1]) else None
+        """The plan's final host stage (`stages.Hierarchize`), or None."""
+        return self.plan[-1] if stages.is_host(self.plan[-1]) else None
 
 
 def units(config: config_lib.RunConfig) -> list[Unit]:
@@ -81,10 +92,10 @@ def units(config: config_lib.RunConfig) -> list[Unit]:
         ks = config.k if pipeline.takes_k(method) else (None,)
         for k in ks:
             name = method if len(ks) == 1 else f"{method}-{k if k == 'elbow' else f'k{k}'}"
-            stages = pipeline.plan(
+            plan = pipeline.plan(
                 method, "elbow" if k is None else k, config.options, cnn_mode=config.cnn_mode
             )
-            out.append(Unit(method, k, name, stages))
+            out.append(Unit(method, k, name, plan))
     return out
 
 
@@ -135,8 +146,8 @@ class _Executor:
         n_colours = stage.colours(n_colours)
         key = (stage, n_colours, labels is None, scribbles is None)
         if key not in self._fns:
-            params = self.params.get(stage.config) if isinstance(stage, pipeline.ApplyCNN) else None
-            bound = pipeline.cnn_iterations(stage)
+            params = self.params.get(stage.config) if isinstance(stage, stages.ApplyCNN) else None
+            bound = stages.cnn_iterations(stage)
             progress = None if bound is None else LoopProgress(bound, may_stop=True)
             loop = {} if progress is None else {"progress": progress}
             guided = scribbles is not None
@@ -152,7 +163,7 @@ class _Executor:
         fn, shapes_seen, progress = self._fns[key]
         n = len(images)
         size = self.batch_size
-        if isinstance(stage, (pipeline.FitCNN, pipeline.ApplyCNN)) and n < size:
+        if isinstance(stage, (stages.FitCNN, stages.ApplyCNN)) and n < size:
             size = min(size, 1 << (n - 1).bit_length())
         size = max(size, n)
 
@@ -191,20 +202,20 @@ def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: in
     out: dict[str, Any] = {}
     for unit in todo:
         seconds, compiled, result = 0.0, False, None
-        stages = pipeline.device_stages(unit.plan)
+        device = stages.device_stages(unit.plan)
         try:
-            for i in range(len(stages)):
-                prefix = stages[: i + 1]
+            for i in range(len(device)):
+                prefix = device[: i + 1]
                 if prefix not in done:
                     try:
                         done[prefix] = executor.call(
-                            stages[i],
+                            device[i],
                             n_colours,
                             images,
                             mask,
                             pipeline.stage_keys(keys, i),
                             None if result is None else result.labels,
-                            scribbles if pipeline.takes_scribbles(stages[i]) else None,
+                            scribbles if stages.takes_scribbles(device[i]) else None,
                             what=f"{unit.name} on images {ids}",
                         )
                     except Exception as error:  # noqa: BLE001 - recorded per (image, unit)
@@ -415,7 +426,7 @@ def _work(config: config_lib.RunConfig, dataset: data.Dataset, run_dir: RunDir) 
     executor = _Executor(config)
     if config.cnn_mode == "dataset" and pending:
         plans = [s for _, todo in pending for u in todo for s in u.plan]
-        configs = {s.config for s in plans if isinstance(s, pipeline.ApplyCNN)}
+        configs = {s.config for s in plans if isinstance(s, stages.ApplyCNN)}
         executor.params.update(networks.load_or_train(dataset, configs, config, run_dir))
     for i in repair:
         sample = dataset[i]
@@ -458,7 +469,7 @@ def _load(dataset, pending, config, run_dir: RunDir, progress: ImageProgress):
                 scribbles, todo = _scribbles(config.scribbles, sample, todo, run_dir)
                 guide = np.full(sample.image.shape[:2], cnn.UNSCRIBBLED, np.uint8)
                 guide = guide if scribbles is None else scribbles
-            colours = any(isinstance(s, pipeline.Cluster) for u in todo for s in u.plan)
+            colours = any(isinstance(s, stages.Cluster) for u in todo for s in u.plan)
             prepared = pipeline.prepare(
                 sample.image, pad_multiple=config.pad_multiple, colours=colours, scribbles=guide
             )
@@ -482,7 +493,7 @@ def _scribbles(folder: str, sample: data.Sample, todo, run_dir: RunDir):
         return None, todo
     top, left = int(scribbles[scribbles != cnn.UNSCRIBBLED].max()), []
     for unit in todo:
-        channels = pipeline.scribble_channels(unit.plan)
+        channels = stages.scribble_channels(unit.plan)
         if top < channels:
             left.append(unit)
             continue

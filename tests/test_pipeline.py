@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg import cnn, pipeline
+from jaxseg import cnn, pipeline, stages
 
 # Few CNN iterations and channels, and few elbow candidates, keep compilation short.
 TINY_CNN = dataclasses.replace(cnn.Config.paper(), n_channels=8, max_iter=4)
@@ -89,11 +89,11 @@ def test_plans():
     # The ensembles extend their first method's plan (K by the elbow): a shared prefix.
     assert pipeline.plan("gmm_kmeans", 3, options)[0] == pipeline.plan("gmm", "elbow", options)[0]
     assert pipeline.plan("cnn_kmeans", 3, options)[:1] == pipeline.plan("cnn", 3, options)
-    assert isinstance(pipeline.plan("cnn_kmeans", 3, options)[1], pipeline.Recluster)
+    assert isinstance(pipeline.plan("cnn_kmeans", 3, options)[1], stages.Recluster)
     assert pipeline.plan("cnn_ce", options=options)[0].config.mu == 0
     assert pipeline.plan("cnn", options=options)[0].config.mu == TINY_CNN.mu
     assert pipeline.plan("gmm_xy", options=options)[0].options.xy_weight == pipeline.XY_WEIGHT
-    assert isinstance(pipeline.plan("cnn", cnn_mode="dataset")[0], pipeline.ApplyCNN)
+    assert isinstance(pipeline.plan("cnn", cnn_mode="dataset")[0], stages.ApplyCNN)
     assert [pipeline.takes_k(m) for m in pipeline.METHODS + pipeline.VARIANTS] == [
         True,
         True,
@@ -240,7 +240,7 @@ def test_cnn_stages_log_their_progress(caplog):
     # The runner's log shows long CNN fits as they run: one line per 25 device iterations.
     image, _ = _regions(12, 15, seed=3)
     config = dataclasses.replace(TINY_CNN, max_iter=26, min_labels=1)
-    with caplog.at_level(logging.INFO, logger="jaxseg.pipeline"):
+    with caplog.at_level(logging.INFO, logger="jaxseg.stages"):
         pipeline.segment(image, "cnn", key=jax.random.key(0), cnn=config)
     lines = [r.getMessage() for r in caplog.records if "CNN iteration" in r.getMessage()]
     assert lines and lines[-1].startswith("  CNN iteration 25: labels per image [")

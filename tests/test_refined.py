@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg import cnn, pipeline, slic
+from jaxseg import cnn, pipeline, slic, stages
 
 
 def _piecewise(kind: str, seed: int, size: int = 48, sigma: float = 0.05):
@@ -53,7 +53,7 @@ def test_output_refined_on_full_size_superpixels():
     image, _ = _piecewise("quadrants", seed=3, size=48)
     options = pipeline.Options(output_superpixel_size=24)
     mask = np.ones((1, 48, 48), bool)
-    labels, fit = pipeline.RefinedCNN(options).fit(image[None], mask, jax.random.key(0)[None])
+    labels, fit = stages.RefinedCNN(options).fit(image[None], mask, jax.random.key(0)[None])
     assert labels.labels.shape == (1, 48, 48) and fit.labels.shape == (1, 24, 24)
     assert 1 <= int(fit.n_iter[0]) <= options.refined.max_iter
     superpixels = slic.segment_batch(image[None], n_segments=96, compactness=10.0, mask=mask)
@@ -68,7 +68,7 @@ def test_full_size_output_is_the_fitted_network_at_full_size():
     image, truth = _piecewise("disc", seed=3, size=96)
     options = pipeline.Options(full_size_output=True)
     mask = np.ones((1, 96, 96), bool)
-    labels, fit = pipeline.RefinedCNN(options).fit(image[None], mask, jax.random.key(0)[None])
+    labels, fit = stages.RefinedCNN(options).fit(image[None], mask, jax.random.key(0)[None])
     labels = np.asarray(labels.labels[0])
     assert labels.shape == truth.shape and fit.labels.shape == (1, 48, 48)
     assert _worst_region_iou(labels, truth) >= 0.94
@@ -93,9 +93,9 @@ def test_plan_and_settings():
     options = pipeline.Options()
     assert options.refined == cnn.Config.refined()
     (stage,) = pipeline.plan("cnn_refined", options=options)
-    assert isinstance(stage, pipeline.RefinedCNN) and stage.bound == options.refined.n_channels
+    assert isinstance(stage, stages.RefinedCNN) and stage.bound == options.refined.n_channels
     first, second = pipeline.plan("cnn_refined_kmeans", options=options)
-    assert first == stage and isinstance(second, pipeline.Recluster)
+    assert first == stage and isinstance(second, stages.Recluster)
     assert not pipeline.takes_k("cnn_refined") and pipeline.takes_k("cnn_refined_kmeans")
 
 
