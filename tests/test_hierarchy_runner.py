@@ -148,7 +148,7 @@ def test_hierarchy_failure_is_pinned_on_its_image_and_unit_and_nthresh_is_a_sett
             raise RuntimeError("boom")
         return original(image, key, **options)
 
-    monkeypatch.setattr(pipeline.hierarchy, "hierarchical_segmentation", portrait_fails)
+    monkeypatch.setattr(hierarchy, "hierarchical_segmentation", portrait_fails)
     summary = runner.run(_config(bsds, method=("kmeans", "ucm"), nthresh=9), tmp_path)
     assert [(f.image_id, f.unit) for f in summary.failures] == [("22090", "ucm")]
     assert "RuntimeError: boom" in summary.failures[0].error

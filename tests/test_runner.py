@@ -16,7 +16,18 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from jaxseg import boundary, cnn, config, metrics, pipeline, report, rundir, runner, visualize
+from jaxseg import (
+    boundary,
+    cnn,
+    config,
+    metrics,
+    pipeline,
+    report,
+    rundir,
+    runner,
+    stages,
+    visualize,
+)
 from jaxseg.summary import Summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -331,7 +342,7 @@ def test_cnn_batches_log_iterations_and_an_upper_bound_of_the_time_left(
     cfg = config.RunConfig(
         dataset=str(folder), method=("cnn",), options=pipeline.Options(cnn=cnn_config)
     )
-    monkeypatch.setattr(pipeline, "PROGRESS_EVERY", 1)
+    monkeypatch.setattr(stages, "PROGRESS_EVERY", 1)
     with caplog.at_level(logging.INFO, logger="jaxseg.runner"):
         runner.run(cfg, tmp_path / "run")
     first, second = _log_lines(caplog, "  cnn on images a, b: iteration ")
@@ -346,7 +357,7 @@ def test_cnn_batches_log_iterations_and_an_upper_bound_of_the_time_left(
 
 def test_dataset_mode_cnn(bsds, tmp_path, caplog, monkeypatch):
     cfg = _config(bsds, method=("cnn",), cnn_mode="dataset", num_images=2)
-    monkeypatch.setattr(pipeline, "PROGRESS_EVERY", 1)
+    monkeypatch.setattr(stages, "PROGRESS_EVERY", 1)
     with caplog.at_level(logging.INFO, logger="jaxseg.runner"):
         summary = runner.run(cfg, tmp_path / "a")
     assert summary.units[0].n_scored == 2
