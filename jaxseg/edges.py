@@ -214,10 +214,7 @@ def _boundary_cues(
     def kernels(radius):
         return _kernel_spectra(half_disc_kernels(radius, n_orientations), shape)
 
-    pool = {
-        "mean": lambda g: jnp.mean(jnp.stack(g), axis=0),
-        "min": lambda g: jnp.min(jnp.stack(g), axis=0),
-    }[scale_pooling]
+    pool = {"mean": jnp.mean, "min": jnp.min}[scale_pooling]
     lab_spectra, texton_spectra = spectra(lab), spectra(one_hot)
     colour = []
     for radius in colour_radii:
@@ -228,10 +225,11 @@ def _boundary_cues(
         hist = _correlate(texton_spectra, kernels(radius), shape, h, w, pad)  # [k, o + 1, h, w]
         mean = jnp.maximum(hist[:, -1:], _EPS)
         texture.append(0.25 * jnp.sum(hist[:, :-1] ** 2 / mean, axis=0))
-    colour, texture = pool(colour), pool(texture)
+    colour, texture = pool(jnp.stack(colour), axis=0), pool(jnp.stack(texture), axis=0)
     gradient = colour_weight * colour + texture_weight * texture
-    # Texture has a gradient across every line, an edge only across its own direction.
-    gradient = jnp.maximum(gradient - isotropic_weight * jnp.min(gradient, axis=0), 0.0)
+    if isotropic_weight:  # static: no reduction when off
+        # Texture has a gradient across every line, an edge only across its own direction.
+        gradient = jnp.maximum(gradient - isotropic_weight * jnp.min(gradient, axis=0), 0.0)
     oriented = 1.0 - jnp.exp(-gradient / gain)
     strength = jnp.max(oriented, axis=0)
     orientation = jnp.pi * jnp.argmax(oriented, axis=0).astype(jnp.float32) / n_orientations

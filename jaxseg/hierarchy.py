@@ -552,12 +552,11 @@ def ucm_from_regions(
     sums = np.zeros((n, region_features.shape[-1]))
     for i in range(sums.shape[1]):
         sums[:, i] = np.bincount(flat, region_features[..., i].ravel(), minlength=n)
-    # Texture: strength that stays high across a whole window, not only near an edge.
-    texture = (
-        scipy.ndimage.minimum_filter(oriented.max(axis=0), size=int(contrast_size))
-        if contrast_weight
-        else np.zeros((h, w))
-    )
+    texture_sums = np.zeros(n)
+    if contrast_weight:
+        # Texture: strength that stays high across a whole window, not only near an edge.
+        window = scipy.ndimage.minimum_filter(oriented.max(axis=0), size=int(contrast_size))
+        texture_sums = np.bincount(flat, window.ravel(), minlength=n)
     graph = _adjacency(regions, n, oriented)
     if spectral_weight:
         spectral = _spectral_strength(
@@ -574,7 +573,7 @@ def ucm_from_regions(
         size_scale=float(size_scale) * h * w,
         size_power=float(size_power),
         histogram_dims=int(histogram_dims),
-        texture_sums=np.bincount(flat, texture.ravel(), minlength=n),
+        texture_sums=texture_sums,
         contrast_weight=float(contrast_weight),
     )
     by_level = 1.0 - np.exp(-levels / level_scale)
