@@ -122,6 +122,14 @@ class RunConfig:
         "cnn",
     )
     batch_size: int = _field(4, "Images per compiled batch.", "execution", label=False)
+    workers: int = _field(
+        1,
+        "Processes that save, score and draw finished images while the next batches compute "
+        "(1: this process). Scoring is most of a hierarchy's time: use every core for the "
+        "*ucm methods, and on a GPU.",
+        "execution",
+        label=False,
+    )
     pad_multiple: int = _field(
         1, "Pad image sides to a multiple of this, to batch different sizes.", "execution"
     )
@@ -148,7 +156,7 @@ class RunConfig:
                 raise ValueError(f"k must be an integer >= 2 or 'elbow', got {k!r}")
         if len(set(self.k)) != len(self.k):
             raise ValueError(f"K candidates repeat: {list(self.k)}")
-        for name in ("num_images", "batch_size", "pad_multiple", "nthresh"):
+        for name in ("num_images", "batch_size", "workers", "pad_multiple", "nthresh"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")

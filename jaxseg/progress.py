@@ -1,6 +1,6 @@
 """Progress lines of a long run, logged at INFO by the `jaxseg.runner` logger.
 
-`ImageProgress`: after each batch, images done, images per second and the ETA of the run.
+`ImageProgress`: after each finished image, images done, images per second and the run's ETA.
 `LoopProgress`: inside a device loop (a CNN batch, dataset-mode training), from the loop's host
 callback every few iterations (`cnn.segment_batch`'s `progress`, no round-trip per
 iteration): the iteration out of the loop's bound, the images, labels and loss per image, and

@@ -3,6 +3,7 @@ dataset written by the tests."""
 
 import csv
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -211,6 +212,56 @@ def test_labels_do_not_depend_on_batch_size(bsds, tmp_path):
         runner.run(_config(bsds, batch_size=batch_size), tmp_path / str(batch_size))
     for unit in ("kmeans", "gmm_kmeans"):
         assert _labels(tmp_path / "1", unit) == _labels(tmp_path / "3", unit)
+
+
+def _records(workdir: Path) -> dict[str, dict]:
+    """Every record of a run, without its timings."""
+    timing = ("seconds", "batch_size", "compiled")
+    return {
+        str(path.relative_to(workdir)): {
+            k: v for k, v in json.loads(path.read_text()).items() if k not in timing
+        }
+        for path in sorted((workdir / "records").rglob("*.json"))
+    }
+
+
+def test_writer_processes_write_what_one_process_writes(bsds, tmp_path):
+    # The same function saves and scores in either case: identical records, labels and ucm2.
+    for workers in (1, 2):
+        runner.run(
+            _config(bsds, method=("kmeans", "ucm"), workers=workers), tmp_path / str(workers)
+        )
+    one, two = tmp_path / "1", tmp_path / "2"
+    assert _records(one) == _records(two) and len(_records(one)) == 6
+    for unit in ("kmeans", "ucm"):
+        assert _labels(one, unit) == _labels(two, unit)
+    ucm = sorted((two / "ucm2" / "ucm").glob("*.mat"))
+    assert len(ucm) == 3
+    for path in ucm:
+        np.testing.assert_array_equal(
+            rundir.read_ucm(path), rundir.read_ucm(one / "ucm2" / "ucm" / path.name)
+        )
+    assert sorted(p.name for p in (two / "panels").glob("*.png")) == [
+        "100.png",
+        "22090.png",
+        "3096.png",
+    ]
+
+
+def test_writer_records_a_failure_and_draws_the_rest(bsds, tmp_path):
+    cfg = _config(bsds, method=("kmeans",))
+    dataset = runner.open_dataset(cfg)
+    sample = dataset[0]
+    unit = runner.units(cfg)[0]
+    item = runner._Item(0, sample, None, ())
+    wrong = np.zeros((3, 3), np.int32)  # not the image's size: saving raises
+    result = runner._Result(unit, wrong, 1, 0.0, False, 1, None)
+    run_dir = rundir.RunDir(tmp_path)
+    runner._write_item(run_dir, cfg, item, [result], [unit.name])
+    failure = run_dir.failure_path(unit.name, sample.image_id)
+    assert failure.exists() and "(3, 3)" in failure.read_text()
+    assert not run_dir.record_path(unit.name, sample.image_id).exists()
+    assert run_dir.panel_path(sample.image_id).exists()
 
 
 def test_resume_repairs_and_cleans(bsds, tmp_path):
