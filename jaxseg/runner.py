@@ -36,6 +36,7 @@ of the dataset; the main process holds the lock and writes the summary after a b
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import multiprocessing
 import os
@@ -494,8 +495,9 @@ class _Writer:
     Scoring dominates a hierarchy's cost (the official thresholds' boundary matching, single
     threaded: 8-10 CPU-s per 321x481 image at 99 against ~1.5 s for the hierarchy on a 2-core
     CPU and 0.16 s on an H200), so a GPU run of `ucm` is host-bound without workers. At most
-    `2 * workers` items are in flight, which bounds the memory they hold; an interruption loses
-    only their unwritten records, which a resumed run redoes.
+    `2 * workers` items are in flight, which bounds the memory they hold. An interruption, or a
+    worker that dies (`BrokenProcessPool`), loses only the unwritten records, which a resumed
+    run redoes.
     """
 
     def __init__(self, run_dir: RunDir, config: config_lib.RunConfig, names, progress):
@@ -506,9 +508,12 @@ class _Writer:
         self._pending: collections.deque = collections.deque()
         self._pool = None
         if config.workers > 1:
-            # "spawn": forking a process that has imported JAX can deadlock.
-            context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(config.workers, initializer=_writer_init)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                config.workers,
+                # "spawn": forking a process that has imported JAX can deadlock.
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_writer_init,
+            )
 
     def submit(self, item: _Item, results: list[_Result]) -> None:
         args = (*self._args, item._replace(prepared=None, units=()), results, self._names)
@@ -516,12 +521,12 @@ class _Writer:
             _write_item(*args)
             self._progress.update(1)
             return
-        self._pending.append(self._pool.apply_async(_write_item, args))
-        while self._pending and (len(self._pending) > self._limit or self._pending[0].ready()):
+        self._pending.append(self._pool.submit(_write_item, *args))
+        while self._pending and (len(self._pending) > self._limit or self._pending[0].done()):
             self._collect()
 
     def _collect(self) -> None:
-        self._pending.popleft().get()  # re-raises what the worker raised
+        self._pending.popleft().result()  # re-raises what the worker raised
         self._progress.update(1)
 
     def __enter__(self) -> _Writer:
@@ -534,8 +539,7 @@ class _Writer:
             while kind is None and self._pending:
                 self._collect()
         finally:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(cancel_futures=True)
 
 
 def _load(dataset, pending, config, run_dir: RunDir, progress: ImageProgress):

@@ -1,6 +1,7 @@
 """jaxseg.runner, the run directory, the summary and the command lines, on a tiny BSDS-style
 dataset written by the tests."""
 
+import concurrent.futures
 import csv
 import dataclasses
 import json
@@ -262,6 +263,21 @@ def test_writer_records_a_failure_and_draws_the_rest(bsds, tmp_path):
     assert failure.exists() and "(3, 3)" in failure.read_text()
     assert not run_dir.record_path(unit.name, sample.image_id).exists()
     assert run_dir.panel_path(sample.image_id).exists()
+
+
+class _KillsItsUnpickler:
+    """Unpickled in a writer process, it ends that process at once."""
+
+    def __reduce__(self):
+        return os._exit, (1,)
+
+
+def test_writer_stops_when_a_worker_dies(bsds, tmp_path):
+    cfg = _config(bsds, method=("kmeans",), workers=2)
+    item = runner._Item(0, runner.open_dataset(cfg)[0], None, ())
+    with pytest.raises(concurrent.futures.process.BrokenProcessPool):  # not a hang
+        with runner._Writer(rundir.RunDir(tmp_path), cfg, ["kmeans"], None) as writer:
+            writer.submit(item, [_KillsItsUnpickler()])
 
 
 def test_resume_repairs_and_cleans(bsds, tmp_path):
