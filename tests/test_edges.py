@@ -8,7 +8,14 @@ import scipy.ndimage
 
 from jaxseg import edges
 
-_SMALL = {"colour_radii": (2, 4), "texture_radii": (4,), "n_orientations": 4, "n_textons": 4}
+_SMALL = {
+    "colour_radii": (2, 4),
+    "texture_radii": (4,),
+    "colour_histogram_radii": (2, 4),
+    "n_orientations": 4,
+    "n_textons": 4,
+    "n_colour_bins": 4,
+}
 
 
 def test_half_disc_kernels_by_hand():
@@ -56,12 +63,51 @@ def test_colour_gradient_matches_a_direct_correlation(pooling):
     np.testing.assert_allclose(np.asarray(cues.colour), expected, atol=2e-4)
 
 
+def _chi_squared_gradient(labels: np.ndarray, n: int, radii) -> np.ndarray:
+    """0.25 * sum_k (H1 - H2)^2 / ((H1 + H2) / 2) of half-disc histograms, by scipy, [o, h, w]."""
+    one_hot = np.eye(n)[labels]
+    out = []
+    for radius in radii:
+        kernels = edges.half_disc_kernels(radius, 4).astype(np.float64)
+        hist = np.stack(
+            [
+                [
+                    scipy.ndimage.correlate(one_hot[..., k], kernel, mode="reflect")
+                    for kernel in kernels
+                ]
+                for k in range(n)
+            ]
+        )
+        out.append(0.25 * np.sum(hist[:, :-1] ** 2 / np.maximum(hist[:, -1:], 1e-6), axis=0))
+    return np.mean(out, axis=0)
+
+
+def test_colour_histogram_gradient_matches_a_direct_computation():
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
+    image[:, 12:] //= 4  # a darker right half: two colour populations
+    cues = edges.boundary_cues(image, jax.random.key(0), **_SMALL)
+    bins = np.asarray(cues.colour_bins)
+    assert bins.shape == (20, 24) and set(np.unique(bins)) <= set(range(4))
+    expected = _chi_squared_gradient(bins, 4, _SMALL["colour_histogram_radii"])
+    np.testing.assert_allclose(np.asarray(cues.colour_histogram), expected, atol=2e-4)
+    # Off: no bins, no gradient, and the strength is that of the other two cues alone.
+    off = edges.boundary_cues(image, jax.random.key(0), colour_histogram_weight=0.0, **_SMALL)
+    assert not np.asarray(off.colour_bins).any() and not np.asarray(off.colour_histogram).any()
+    gradient = np.asarray(off.colour) + 0.25 * np.asarray(off.texture)
+    np.testing.assert_allclose(np.asarray(off.oriented), 1 - np.exp(-gradient / 0.25), atol=1e-5)
+
+
 def test_isotropic_part_of_the_gradient_is_removed():
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)
     options = dict(_SMALL, colour_weight=1.0, texture_weight=0.5, gain=0.25)
     cues = edges.boundary_cues(image, jax.random.key(0), isotropic_weight=0.5, **options)
-    gradient = np.asarray(cues.colour) + 0.5 * np.asarray(cues.texture)
+    gradient = (
+        np.asarray(cues.colour)
+        + 0.5 * np.asarray(cues.texture)
+        + 0.5 * np.asarray(cues.colour_histogram)  # the default weight
+    )
     gradient = np.maximum(gradient - 0.5 * gradient.min(axis=0), 0)
     np.testing.assert_allclose(np.asarray(cues.oriented), 1 - np.exp(-gradient / 0.25), atol=1e-5)
     plain = edges.boundary_cues(image, jax.random.key(0), isotropic_weight=0.0, **options)
@@ -112,6 +158,14 @@ def test_vmap_over_a_batch_matches_single_images():
         (np.full((8, 8, 3), 2.0, np.float32), {}, r"\[0, 1\]"),
         (np.zeros((2, 2, 3), np.uint8), {"n_textons": 5}, "n_textons"),
         (np.zeros((8, 8, 3), np.uint8), {"colour_radii": ()}, "colour_radii"),
+        (np.zeros((8, 8, 3), np.uint8), {"colour_histogram_radii": (0,)}, "colour_histogram"),
+        (np.zeros((2, 2, 3), np.uint8), {"n_textons": 4, "n_colour_bins": 5}, "n_colour_bins"),
+        (np.zeros((8, 8, 3), np.uint8), {"colour_histogram_weight": -1.0}, "weights"),
+        (
+            np.zeros((8, 8, 3), np.uint8),
+            {"colour_weight": 0.0, "texture_weight": 0.0, "colour_histogram_weight": 0.0},
+            "not all 0",
+        ),
         (np.zeros((8, 8, 3), np.uint8), {"gain": 0.0}, "gain"),
         (np.zeros((8, 8, 3), np.uint8), {"colour_weight": -1.0}, "weights"),
         (np.zeros((8, 8, 3), np.uint8), {"scale_pooling": "max"}, "scale_pooling"),
