@@ -494,10 +494,10 @@ class _Writer:
 
     Scoring dominates a hierarchy's cost (the official thresholds' boundary matching, single
     threaded: 8-10 CPU-s per 321x481 image at 99 against ~2.5 s for the hierarchy on a 2-core
-    CPU and 0.16 s on an H200 before the colour-histogram cue), so a GPU run of `ucm` is host-bound without workers. At most
-    `2 * workers` items are in flight, which bounds the memory they hold. An interruption, or a
-    worker that dies (`BrokenProcessPool`), loses only the unwritten records, which a resumed
-    run redoes.
+    CPU and 0.16 s on an H200 before the colour-histogram cue), so a GPU run of `ucm` is
+    host-bound without workers. At most `2 * workers` items are in flight, which bounds the
+    memory they hold. An interruption, or a worker that dies (`BrokenProcessPool`), loses only
+    the unwritten records, which a resumed run redoes.
     """
 
     def __init__(self, run_dir: RunDir, config: config_lib.RunConfig, names, progress):
