@@ -241,8 +241,11 @@ def _boundary_cues(
     def spectra(maps):
         return jnp.fft.rfft2(jnp.pad(maps, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric"))
 
+    @functools.cache  # cues at the same radius share one constant
     def kernels(radius):
         return _kernel_spectra(half_disc_kernels(radius, n_orientations), shape)
+
+    pool = {"mean": jnp.mean, "min": jnp.min}[scale_pooling]
 
     def histogram_gradient(labels, n, radii):
         """Chi-squared distance of the half-discs' histograms of `labels` `[o, h, w]`."""
@@ -254,7 +257,6 @@ def _boundary_cues(
             out.append(0.25 * jnp.sum(hist[:, :-1] ** 2 / mean, axis=0))
         return pool(jnp.stack(out), axis=0)
 
-    pool = {"mean": jnp.mean, "min": jnp.min}[scale_pooling]
     lab_spectra = spectra(lab)
     colour = []
     for radius in colour_radii:

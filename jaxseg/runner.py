@@ -334,27 +334,16 @@ def _write_item(run_dir: RunDir, config, item: _Item, results, names) -> None:
     alone), then draws its panel of `names`. Runs in a `_Writer`'s worker or in-process."""
     for result in results:
         try:
-            _save(run_dir, config, item, *result)
+            _save(run_dir, config, item, result)
         except Exception as error:  # noqa: BLE001
             _fail(run_dir, result.unit.name, item.sample.image_id, error)
     panels.draw(run_dir, names, item.sample, only_missing=False, scribbles=item.scribbles)
 
 
-def _save(
-    run_dir: RunDir,
-    config,
-    item: _Item,
-    unit: Unit,
-    labels,
-    n_clusters,
-    seconds,
-    compiled,
-    batch,
-    ucm2=None,
-) -> None:
+def _save(run_dir: RunDir, config, item: _Item, result: _Result) -> None:
     """Writes one (image, unit)'s ucm2 (a hierarchy), label map, rendering and, last, its
     record."""
-    sample = item.sample
+    sample, unit, labels, ucm2 = item.sample, result.unit, result.labels, result.ucm2
     if ucm2 is not None:
         run_dir.write_ucm(unit.name, sample.image_id, ucm2)
     run_dir.write_labels(unit.name, sample.image_id, labels)
@@ -373,12 +362,12 @@ def _save(
             unit.name,
             unit.method,
             unit.k,
-            n_clusters,
+            result.n_clusters,
             scores.metrics,
             scores.region_stats,
-            seconds,
-            batch,
-            compiled,
+            result.seconds,
+            result.batch,
+            result.compiled,
             None if ucm2 is None else DEFAULT_THRESHOLD,
             scores.ucm_region_stats,
             scores.boundary_stats,
