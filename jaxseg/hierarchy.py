@@ -133,7 +133,10 @@ variants all lay within 0.781-0.803: count_weight 0 / 0.3, level_scale 0.5 / 2, 
 the feature factor `g + feature_weight * distance` with g 0.05 / 0.3 or with the distance's
 square root, and one-hot K-means colour labels (K 4 / 6, with or without position) beside the
 textons. The best, texton_weight 1 (0.803), lowers PRI on the 120 train images (0.828 ->
-0.819), so nothing changed. What is left is in the cues: the images that lose most at the ODS
+0.819), so nothing changed. A cue pyramid (the cues of the half-size image, upsampled and
+mixed 0.3 / 0.5 into the gradient before the watershed) gained covering on val (0.586 at 0.5)
+but lost PRI there (0.795) and every score on train (0.622 / 0.828 / 1.590 -> 0.613 / 0.820 /
+1.658). What is left is in the cues: the images that lose most at the ODS
 threshold are large textured regions whose inner edges are as strong as object borders (val
 210088, an anemone: PRI 0.41 at 28 regions, 0.68 at 9, 0.79 at 4).
 """
