@@ -229,13 +229,11 @@ def _boundary_cues(
     # FFT round-off (~1e-6) would split a flat image into textons; 1e-4 is far below texture.
     responses = jnp.round(responses.reshape(bank.shape[0], h * w).T * 1e4) / 1e4
     textons = kmeans.fit(responses, n_textons, key, max_iter=30, tol=1e-3).labels.reshape(h, w)
-    bins = jnp.zeros((h, w), jnp.int32)
-    if colour_histogram_weight:  # static: no clustering when off
-        pixels = jnp.moveaxis(lab, 0, -1).reshape(h * w, 3)
-        fit = kmeans.fit(pixels, n_colour_bins, jax.random.fold_in(key, 1), max_iter=30, tol=1e-3)
-        bins = fit.labels.reshape(h, w)
 
-    pad = max(colour_radii + texture_radii + colour_histogram_radii)
+    radii = colour_radii + texture_radii
+    if colour_histogram_weight:  # static: that cue's radii widen the padding only when it is on
+        radii += colour_histogram_radii
+    pad = max(radii)
     shape = _fft_shape(h, w, pad)
 
     def spectra(maps):
@@ -265,8 +263,12 @@ def _boundary_cues(
     colour = pool(jnp.stack(colour), axis=0)
     texture = histogram_gradient(textons, n_textons, texture_radii)
     gradient = colour_weight * colour + texture_weight * texture
+    bins = jnp.zeros((h, w), jnp.int32)
     colour_histogram = jnp.zeros_like(colour)
-    if colour_histogram_weight:
+    if colour_histogram_weight:  # static: no clustering when off
+        pixels = jnp.moveaxis(lab, 0, -1).reshape(h * w, 3)
+        fit = kmeans.fit(pixels, n_colour_bins, jax.random.fold_in(key, 1), max_iter=30, tol=1e-3)
+        bins = fit.labels.reshape(h, w)
         colour_histogram = histogram_gradient(bins, n_colour_bins, colour_histogram_radii)
         gradient = gradient + colour_histogram_weight * colour_histogram
     if isotropic_weight:  # static: no reduction when off
