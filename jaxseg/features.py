@@ -26,6 +26,7 @@ __all__ = [
     "count_distinct_colours",
     "distinct_colours",
     "pixel_features",
+    "unit_lab",
 ]
 
 _SPACES = ("rgb", "lab")
@@ -40,6 +41,7 @@ _RGB_TO_XYZ = np.array(
 )
 _WHITE_D65 = np.array([0.95047, 1.0, 1.08883], np.float32)
 _LAB_SCALE = 100.0
+_UNIT_LAB_SCALE = 216.0  # 2 * max |a*|, |b*| over sRGB (b* of blue: -107.9)
 
 
 class DistinctColours(NamedTuple):
@@ -105,6 +107,16 @@ def colour_features(colours, *, space: str = "rgb") -> jax.Array:
     if rgb.ndim != 2:
         raise ValueError(f"colours must have shape [n, 3], got shape {rgb.shape}")
     return rgb if space == "rgb" else _srgb_to_lab(rgb) / _LAB_SCALE
+
+
+def unit_lab(images: jax.Array) -> jax.Array:
+    """CIE L*a*b* of sRGB images [..., 3] (float in [0, 1]) in the unit cube: (L*, a*, b*) / 216
+    + (0, 1/2, 1/2). sRGB's L* spans 0..100, a* -86..98 and b* -108..95, so every colour lands
+    inside [0, 1] with L* weighed against a* and b* as in Lab / 100. `cnn_refined` fits its CNN
+    on these (`refined_space`): its first convolution is followed by BatchNorm, so only the
+    channels' relative scale matters."""
+    lab = _srgb_to_lab(jnp.asarray(images, jnp.float32))
+    return lab / _UNIT_LAB_SCALE + jnp.array([0.0, 0.5, 0.5], jnp.float32)
 
 
 def pixel_features(image, *, space: str = "rgb", xy_weight: float = 0.0) -> jax.Array:

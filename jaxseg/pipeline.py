@@ -174,6 +174,15 @@ class Options:
             "group": "cnn_refined",
         },
     )
+    refined_space: str = dataclasses.field(
+        default="lab",
+        metadata={
+            "help": "cnn_refined: the colour space its CNN sees, rgb in [0, 1] or lab "
+            "(features.unit_lab: L*/100, a*/100 + 1/2, b*/100 + 1/2).",
+            "choices": SPACES,
+            "group": "cnn_refined",
+        },
+    )
     output_superpixel_size: int = dataclasses.field(
         default=0,
         metadata={
@@ -194,8 +203,9 @@ class Options:
     )
 
     def __post_init__(self):
-        if self.space not in SPACES:
-            raise ValueError(f"space must be 'rgb' or 'lab', got {self.space!r}")
+        for name in ("space", "refined_space"):
+            if getattr(self, name) not in SPACES:
+                raise ValueError(f"{name} must be 'rgb' or 'lab', got {getattr(self, name)!r}")
         if not (np.isfinite(self.xy_weight) and self.xy_weight >= 0):
             raise ValueError(f"xy_weight must be finite and >= 0, got {self.xy_weight}")
         if not 2 <= self.k_min <= self.k_max:

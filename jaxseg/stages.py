@@ -293,15 +293,16 @@ def _superpixels(images, mask, size: int, compactness: float) -> tuple[jax.Array
 class RefinedCNN:
     """The recommended CNN (`cnn_refined`): SLIC superpixels (`jaxseg.slic`) and the CNN fitted
     with each pixel's target the majority label of its superpixel (Kanezaki 2018), on the image
-    shrunk by `options.refined_scale`. The final labels (`options.full_size_output`, default)
-    are the fitted network's argmax on the full-size image (pixel refining), or else the fit's
-    labels scaled back up (nearest); with `options.output_superpixel_size` > 0 they are then
-    refined the same way on SLIC superpixels of the full-size image of that size (0: the
-    full-size argmax as it is, or the fit's labels refined on the fit's superpixels, borders at
-    the shrunk image's resolution). Settings: `options.refined` (a `cnn.Config`,
-    `Config.refined()` by default), `options.superpixel_size`, `options.compactness`. Optional
-    `scribbles` [b, h, w] are shrunk keeping every stroke (`scribbles.shrink`) to guide the
-    fit; the full-size labels are then `_guided` by them. `progress` as `FitCNN`'s."""
+    shrunk by `options.refined_scale`, seeing its colours in `options.refined_space`. The final
+    labels (`options.full_size_output`, default) are the fitted network's argmax on the
+    full-size image (pixel refining), or else the fit's labels scaled back up (nearest); with
+    `options.output_superpixel_size` > 0 they are then refined the same way on SLIC superpixels
+    of the full-size image of that size (0: the full-size argmax as it is, or the fit's labels
+    refined on the fit's superpixels, borders at the shrunk image's resolution). Settings:
+    `options.refined` (a `cnn.Config`, `Config.refined()` by default),
+    `options.superpixel_size`, `options.compactness`. Optional `scribbles` [b, h, w] are shrunk
+    keeping every stroke (`scribbles.shrink`) to guide the fit; the full-size labels are then
+    `_guided` by them. `progress` as `FitCNN`'s."""
 
     options: Options
 
@@ -346,8 +347,13 @@ class RefinedCNN:
         superpixels, n_segments = _superpixels(
             small, small_mask, options.superpixel_size, options.compactness
         )
+
+        def seen(x):
+            """What the CNN sees of RGB images x: `options.refined_space`."""
+            return features.unit_lab(x) if options.refined_space == "lab" else x
+
         fit = cnn.segment_batch(
-            small,
+            seen(small),
             keys,
             config,
             mask=small_mask,
@@ -371,7 +377,7 @@ class RefinedCNN:
         if options.full_size_output:
             labels = jax.vmap(
                 lambda p, image, m: cnn.response(p, image[None], m[None])[0].argmax(-1)
-            )(fit.params, full_images, mask).astype(jnp.int32)
+            )(fit.params, seen(full_images), mask).astype(jnp.int32)
         elif options.output_superpixel_size:
             labels = up(fit.labels)
         else:

@@ -25,12 +25,13 @@ def test_every_leaf_of_the_tree_is_a_flag(flag_values):
         n for n in names if n.startswith("cnn_") and n not in ("cnn_mode", "cnn_params")
     ]
     assert [f"refined_{f.name}" for f in dataclasses.fields(cnn.Config)] == [
-        n for n in names if n.startswith("refined_") and n != "refined_scale"
+        n for n in names if n.startswith("refined_") and n not in ("refined_scale", "refined_space")
     ]
     cnn_refined = {
         "superpixel_size",
         "compactness",
         "refined_scale",
+        "refined_space",
         "output_superpixel_size",
         "full_size_output",
     }

@@ -32,6 +32,17 @@ def test_lab_matches_scikit_image():
     np.testing.assert_allclose(ours, ref, atol=2e-5)
 
 
+def test_unit_lab_is_scikit_image_lab_in_the_unit_cube():
+    rng = np.random.default_rng(2)
+    corners = np.array(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij")).reshape(3, -1).T
+    image = np.concatenate([rng.random((37, 3)), corners]).reshape(5, 9, 3)
+    ours = np.asarray(features.unit_lab(image))
+    np.testing.assert_allclose(ours, rgb2lab(image) / 216 + [0.0, 0.5, 0.5], atol=2e-6)
+    # The sRGB cube's corners (blue: b* = -107.9, the extreme) stay inside [0, 1], distinct.
+    assert ours.min() >= 0 and ours.max() <= 1
+    assert len(np.unique(ours.reshape(-1, 3).round(3), axis=0)) == 45
+
+
 def test_xy_is_appended_scaled_to_unit_range_times_weight():
     image = _image(h=4, w=3)
     x = np.asarray(features.pixel_features(image, space="lab", xy_weight=0.5))

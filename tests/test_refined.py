@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg import cnn, pipeline, slic, stages
+from jaxseg import cnn, features, pipeline, slic, stages
 
 
 def _piecewise(kind: str, seed: int, size: int = 48, sigma: float = 0.05):
@@ -61,19 +61,21 @@ def test_output_refined_on_full_size_superpixels():
     assert len(np.unique(pairs[0])) == pairs.shape[1]  # one label per superpixel
 
 
-def test_full_size_output_is_the_fitted_network_at_full_size():
+@pytest.mark.parametrize("space", ["lab", "rgb"])
+def test_full_size_output_is_the_fitted_network_at_full_size(space):
     # full_size_output: the fitted net's argmax on the full-size image (pixel refining), so the
     # disc's border is not made of 2 x 2 blocks (those alone cap its IoU at ~0.89; measured
-    # 0.96-0.99 over 3 keys).
+    # 0.96-0.99 over 3 keys), seeing the image in refined_space.
     image, truth = _piecewise("disc", seed=3, size=96)
-    options = pipeline.Options(full_size_output=True)
+    options = pipeline.Options(full_size_output=True, refined_space=space)
     mask = np.ones((1, 96, 96), bool)
     labels, fit = stages.RefinedCNN(options).fit(image[None], mask, jax.random.key(0)[None])
     labels = np.asarray(labels.labels[0])
     assert labels.shape == truth.shape and fit.labels.shape == (1, 48, 48)
     assert _worst_region_iou(labels, truth) >= 0.94
     params = jax.tree.map(lambda x: x[0], fit.params)
-    direct = np.asarray(cnn.response(params, image[None])[0].argmax(-1))
+    seen = features.unit_lab(image) if space == "lab" else image
+    direct = np.asarray(cnn.response(params, seen[None])[0].argmax(-1))
     # Same computation up to XLA's fusion: the partitions agree on (almost) every pixel.
     pairs, counts = np.unique(
         np.stack([labels.ravel(), direct.ravel()]), axis=1, return_counts=True
@@ -109,6 +111,7 @@ def test_plan_and_settings():
         ("refined_scale", 1.5, "refined_scale"),
         ("output_superpixel_size", -1, "output_superpixel_size"),
         ("full_size_output", "yes", "full_size_output"),
+        ("refined_space", "hsv", "refined_space must be 'rgb' or 'lab'"),
         ("refined", "fast", "refined must be a jaxseg.cnn.Config"),
     ],
 )
