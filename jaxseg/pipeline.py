@@ -177,8 +177,8 @@ class Options:
     refined_space: str = dataclasses.field(
         default="lab",
         metadata={
-            "help": "cnn_refined: the colour space its CNN sees, rgb in [0, 1] or lab "
-            "(features.unit_lab: L*/100, a*/100 + 1/2, b*/100 + 1/2).",
+            "help": "cnn_refined: the colours its CNN sees, rgb in [0, 1] or CIE Lab "
+            "(features.unit_lab: (L*, a*, b*) / 216 + (0, 1/2, 1/2)).",
             "choices": SPACES,
             "group": "cnn_refined",
         },
