@@ -110,12 +110,12 @@ def colour_features(colours, *, space: str = "rgb") -> jax.Array:
 
 
 def unit_lab(images: jax.Array) -> jax.Array:
-    """CIE L*a*b* of sRGB images [..., 3] (float in [0, 1]) in the unit cube: (L*, a*, b*) / 216
-    + (0, 1/2, 1/2). sRGB's L* spans 0..100, a* -86..98 and b* -108..95, so every colour lands
-    inside [0, 1] with L* weighed against a* and b* as in Lab / 100. `cnn_refined` fits its CNN
-    on these (`refined_space`): its first convolution is followed by BatchNorm, so only the
-    channels' relative scale matters."""
-    lab = _srgb_to_lab(jnp.asarray(images, jnp.float32))
+    """CIE L*a*b* of sRGB images [..., 3] (uint8, or float in [0, 1]) in the unit cube:
+    (L*, a*, b*) / 216 + (0, 1/2, 1/2). sRGB's L* spans 0..100, a* -86..98 and b* -108..95, so
+    every colour lands inside [0, 1] with L* weighed against a* and b* as in Lab / 100.
+    `cnn_refined` fits its CNN on these (`refined_space`): its first convolution is followed by
+    BatchNorm, so only the channels' relative scale matters."""
+    lab = _srgb_to_lab(_check_rgb(images))
     return lab / _UNIT_LAB_SCALE + jnp.array([0.0, 0.5, 0.5], jnp.float32)
 
 

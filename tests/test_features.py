@@ -37,10 +37,20 @@ def test_unit_lab_is_scikit_image_lab_in_the_unit_cube():
     corners = np.array(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij")).reshape(3, -1).T
     image = np.concatenate([rng.random((37, 3)), corners]).reshape(5, 9, 3)
     ours = np.asarray(features.unit_lab(image))
-    np.testing.assert_allclose(ours, rgb2lab(image) / 216 + [0.0, 0.5, 0.5], atol=2e-6)
+    np.testing.assert_allclose(ours, rgb2lab(image) / 216 + [0.0, 0.5, 0.5], atol=1e-5)
     # The sRGB cube's corners (blue: b* = -107.9, the extreme) stay inside [0, 1], distinct.
     assert ours.min() >= 0 and ours.max() <= 1
     assert len(np.unique(ours.reshape(-1, 3).round(3), axis=0)) == 45
+    np.testing.assert_allclose(
+        features.unit_lab((image * 255).round().astype(np.uint8)), ours, atol=0.01
+    )
+    for bad, match in [
+        (image[..., :2], "shape"),
+        (image * np.nan, "NaN"),
+        (image + 1, r"\[0, 1\]"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            features.unit_lab(bad)
 
 
 def test_xy_is_appended_scaled_to_unit_range_times_weight():
