@@ -154,8 +154,10 @@ class Config:
         convergence stop (< 0.2 % of pixels changed in each of 5 iterations) and at most 30
         iterations. mu = 0.25 against 1 (40 train images, full-size output, README): Kim mIoU
         0.306 -> 0.324 and 0.320 -> 0.343 on two subsets at equal covering (0.1: 0.304); on val
-        0.314 -> 0.315, covering 0.409 -> 0.416. On BSDS500 train at half size (README),
-        against the earlier 32 channels and <= 200 iterations: the same quality within
+        0.314 -> 0.315, covering 0.409 -> 0.416 (RGB input; `cnn_refined` now fits on Lab,
+        `pipeline.Options.refined_space`, where mu 0.1 / 0.5 were no better on train). On
+        BSDS500 train at half size (README), against the earlier 32 channels and <= 200
+        iterations: the same quality within
         image-set noise (first 16 images, run.py: covering 0.439 vs 0.457, Kim mIoU 0.251 vs
         0.253, PRI 0.699 vs 0.681; every 25th, 8 images: 0.485 vs 0.469, 0.291 vs 0.270), with
         a bounded time: the labels hardly change after iteration ~25, but some images never
