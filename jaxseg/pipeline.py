@@ -11,8 +11,11 @@ Methods (`METHODS`, the paper's five, and `VARIANTS`, the ablations of its resea
   kmeans_xy, gmm_xy   K-means / GMM with each pixel's (row, col), scaled to [0, 1], appended to
                its colour at weight `XY_WEIGHT` (does spatial position help the clusterings?).
   cnn_refined  jaxseg's recommended CNN: SLIC superpixels refine the CNN's targets (Kanezaki
-               2018), DynaSeg's dynamic continuity weight, a convergence stop (`RefinedCNN`).
-  cnn_refined_kmeans   cnn_refined, then K-means on its mean-colour image (as the ensembles).
+               2018), DynaSeg's dynamic continuity weight, a convergence stop (`RefinedCNN`);
+               then, on host, its labels split along the image's own hierarchy (`Split`, the
+               `ucm` regions at `Options.split_threshold`).
+  cnn_refined_kmeans   cnn_refined's CNN, then K-means on its mean-colour image (as the
+               ensembles; no split).
 
 Hierarchies (`HIERARCHIES`: a second, merging stage; does it improve the first?) end in the
 host stage `Hierarchize`, which turns an image (and the labels before it) into a `ucm2`:
@@ -21,12 +24,13 @@ host stage `Hierarchize`, which turns an image (and the labels before it) into a
                watershed regions, greedy merging).
   kmeans_ucm, gmm_ucm, cnn_ucm, cnn_refined_ucm   the method's labels, split into
                4-connected segments, merged by the same rule (`hierarchy.hierarchy_from_labels`,
-               same strength and features).
+               same strength and features; cnn_refined_ucm merges its CNN's labels, unsplit).
 
 A method resolves to a plan (`plan`): a tuple of the hashable stage specs of `jaxseg.stages`
 (`Cluster`, `FitCNN`, `ApplyCNN`, `RefinedCNN`, `Recluster`), each a pure function of the batch
-and the previous stage's labels, and at most one final host stage (`Hierarchize`, NumPy, one
-image at a time). `segment_batch` executes a plan; the runner executes the same plans stage by
+and the previous stage's labels, and at most one final host stage (`Hierarchize` or `Split`,
+NumPy, one image at a time). `segment_batch` executes a plan of device stages; `segment`,
+`segment_images` and the runner run the host stage too, the runner executing the plans stage by
 stage (sharing the output of a common prefix, e.g. between `cnn` and `cnn_kmeans`). Adding a
 method is one entry in `_PLANS`.
 
@@ -73,8 +77,11 @@ from jaxseg.stages import (
     Recluster,
     RefinedCNN,
     Segmentation,
+    Split,
     Stage,
     cnn_iterations,
+    device_stages,
+    gives_hierarchy,
     is_host,
     log_cnn_progress,
     scribble_channels,
@@ -201,6 +208,22 @@ class Options:
             "group": "cnn_refined",
         },
     )
+    output_scale: float = dataclasses.field(
+        default=2.0,
+        metadata={
+            "help": "cnn_refined with full_size_output: the argmax is taken on the image "
+            "scaled by this, its labels sampled back to full size (nearest).",
+            "group": "cnn_refined",
+        },
+    )
+    split_threshold: float = dataclasses.field(
+        default=0.7,
+        metadata={
+            "help": "cnn_refined: its labels are split along the regions of the image's ucm "
+            "hierarchy cut at this level (hierarchy.split_labels; 0: not split).",
+            "group": "cnn_refined",
+        },
+    )
 
     def __post_init__(self):
         for name in ("space", "refined_space"):
@@ -230,10 +253,19 @@ class Options:
             )
         if not isinstance(self.full_size_output, bool):
             raise ValueError(f"full_size_output must be a bool, got {self.full_size_output!r}")
+        if not (np.isfinite(self.output_scale) and 1 <= self.output_scale <= 4):
+            raise ValueError(f"output_scale must be in [1, 4], got {self.output_scale}")
+        if not (np.isfinite(self.split_threshold) and 0 <= self.split_threshold <= 1):
+            raise ValueError(f"split_threshold must be in [0, 1], got {self.split_threshold}")
 
 
 def _then_kmeans(first: Stage, n_clusters, options: Options) -> tuple[Stage, ...]:
     return first, Recluster(first.bound, n_clusters, options)
+
+
+def _refined(options: Options) -> tuple[Stage, ...]:
+    first = RefinedCNN(options)
+    return (first, Split(options.split_threshold)) if options.split_threshold else (first,)
 
 
 def _cnn(config: cnn.Config, cnn_mode: str) -> Stage:
@@ -255,7 +287,7 @@ _PLANS = {
     "cnn_ce": lambda k, o, m: (_cnn(dataclasses.replace(o.cnn, mu=0.0), m),),
     "kmeans_xy": lambda k, o, m: (Cluster("kmeans", k, _xy(o)),),
     "gmm_xy": lambda k, o, m: (Cluster("gmm", k, _xy(o)),),
-    "cnn_refined": lambda k, o, m: (RefinedCNN(o),),
+    "cnn_refined": lambda k, o, m: _refined(o),
     "cnn_refined_kmeans": lambda k, o, m: _then_kmeans(RefinedCNN(o), k, o),
     "ucm": lambda k, o, m: (Hierarchize(from_labels=False),),
     "kmeans_ucm": lambda k, o, m: (Cluster("kmeans", k, o), Hierarchize(from_labels=True)),
@@ -316,7 +348,10 @@ def execute(
     `progress` static); the CNN stages report to `progress` (None: no callback compiled), and
     `scribbles` [b, h, w] go to the stages that `takes_scribbles`."""
     if any(is_host(s) for s in stages):
-        raise ValueError("execute runs device stages only; the runner runs the host stage")
+        raise ValueError(
+            "execute runs device stages only (device_stages(plan)); the host stage (a "
+            "hierarchy, or cnn_refined's split) runs in segment, segment_images and the runner"
+        )
     if scribbles is not None and scribble_channels(stages) is None:
         raise ValueError("scribbles given, but no stage of the plan fits a CNN to guide")
     result = None
@@ -372,6 +407,11 @@ def segment_batch(
     if mask is None:
         mask = jnp.ones(images.shape[:3], bool)
     stages = plan(method, n_clusters, options)
+    if is_host(stages[-1]):
+        raise ValueError(
+            f"method {method!r} ends in a host stage ({type(stages[-1]).__name__}): use "
+            "segment_images, or for cnn_refined's device part alone split_threshold=0"
+        )
     return execute(
         stages,
         jnp.asarray(images),
@@ -382,9 +422,7 @@ def segment_batch(
     )
 
 
-_segment_batch = jax.jit(
-    segment_batch, static_argnames=("method", "n_clusters", "options", "n_colours")
-)
+_execute = jax.jit(execute, static_argnums=0, static_argnames=("n_colours", "progress"))
 
 
 # --------------------------------------------------------------------------- host side
@@ -535,7 +573,7 @@ def segment_images(
     opts = _options(options)
     # Checks method and n_clusters before any work.
     stages = plan(method, n_clusters, opts)
-    if any(is_host(s) for s in stages):
+    if any(gives_hierarchy(s) for s in stages):
         raise ValueError(
             f"method {method!r} gives a hierarchy (ucm2), not labels: run it with jaxseg.runner"
         )
@@ -559,21 +597,25 @@ def segment_images(
     out: list = [None] * len(images)
     for members in buckets.values():
         first = prepared[members[0]]
-        result = _segment_batch(
-            np.stack([prepared[i].image for i in members]),
+        result = _execute(
+            device_stages(stages),
+            jnp.asarray(np.stack([prepared[i].image for i in members])),
             keys[np.asarray(members)],
-            np.stack([prepared[i].mask for i in members]),
-            method=method,
-            n_clusters=n_clusters,
-            options=opts,
+            jnp.asarray(np.stack([prepared[i].mask for i in members])),
             n_colours=first.n_colours,
             scribbles=None
             if scribbles is None
-            else np.stack([prepared[i].scribbles for i in members]),
+            else jnp.asarray(np.stack([prepared[i].scribbles for i in members])),
         )
         labels = np.asarray(result.labels)
         for j, i in enumerate(members):
-            out[i] = jnp.asarray(prepared[i].restore(labels[j]))
+            out[i] = prepared[i].restore(labels[j])
+            if is_host(stages[-1]):
+                key = stage_keys(keys[i : i + 1], len(stages) - 1)[0]
+                out[i] = stages[-1](
+                    _as_rgb(images[i]), key, out[i], None if scribbles is None else scribbles[i]
+                )
+            out[i] = jnp.asarray(out[i])
     return out
 
 

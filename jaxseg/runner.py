@@ -12,9 +12,10 @@ CNN batch and dataset-mode training, every `stages.PROGRESS_EVERY` iterations, t
 the images, their labels and the time left.
 
 The runner executes `pipeline.plan`s stage by stage, so units whose plans share a prefix
-(`cnn` and `cnn_kmeans`) compute it once per batch. A plan's host stage (`stages.Hierarchize`)
-then runs per image on the image and its labels in their own orientation, with the key of its
-index in the plan; its `ucm2` is written to `ucm2/<unit>/<id>.mat`, scored at the
+(`cnn` and `cnn_kmeans`) compute it once per batch. A plan's host stage then runs per image
+on the image, its labels and scribbles in their own orientation, with the key of its index in
+the plan: `stages.Split` (`cnn_refined`) gives the final labels; `stages.Hierarchize` a
+hierarchy, whose `ucm2` is written to `ucm2/<unit>/<id>.mat`, scored at the
 `config.nthresh` official thresholds (region statistics and boundary counts, in the record),
 and cut at `DEFAULT_THRESHOLD` for the label map. When the summary is built, every hierarchy is
 cut again at its unit's ODS covering threshold (`scoring.cut_at_ods`: labels, pictures, panel
@@ -85,7 +86,7 @@ class Unit(NamedTuple):
 
     @property
     def host(self):
-        """The plan's final host stage (`stages.Hierarchize`), or None."""
+        """The plan's final host stage (`stages.Hierarchize`, `stages.Split`), or None."""
         return self.plan[-1] if stages.is_host(self.plan[-1]) else None
 
 
@@ -290,11 +291,19 @@ def _process(items, run_dir, executor, config, all_units) -> dict[int, list[_Res
                     host_compiled = seen not in executor.host_seen
                     executor.host_seen.add(seen)
                     start = time.perf_counter()
-                    ucm2 = unit.host(
-                        it.sample.image, _host_key(config.seed, it.index, unit), labels
+                    out_ = unit.host(
+                        it.sample.image,
+                        _host_key(config.seed, it.index, unit),
+                        labels,
+                        None
+                        if it.prepared.scribbles is None
+                        else it.prepared.restore(it.prepared.scribbles),
                     )
                     host_seconds = time.perf_counter() - start
-                    labels = hierarchy.labels_at(ucm2, DEFAULT_THRESHOLD)
+                    if stages.gives_hierarchy(unit.host):
+                        ucm2, labels = out_, hierarchy.labels_at(out_, DEFAULT_THRESHOLD)
+                    else:
+                        labels = out_
                     n_clusters = labels.max() + 1
                 out[it.index].append(
                     _Result(

@@ -3,8 +3,9 @@
 A stage is called as `stage(images, mask, keys, labels, *, n_colours, params, ...)` on a batch
 (images [b, h, w, 3], mask [b, h, w], keys [b], the previous stage's labels [b, h, w] or None)
 and returns a `Segmentation`. The device stages (`Cluster`, `FitCNN`, `ApplyCNN`,
-`RefinedCNN`, `Recluster`) are pure and work under `jax.jit` and `jax.vmap`; the host stage
-`Hierarchize` (NumPy, one image at a time, `is_host`) ends the plans that give a hierarchy.
+`RefinedCNN`, `Recluster`) are pure and work under `jax.jit` and `jax.vmap`; a host stage
+(NumPy, one image at a time, `is_host`), called as `stage(image, key, labels, scribbles)`,
+ends a plan: `Hierarchize` gives a hierarchy (`ucm2`, `gives_hierarchy`), `Split` labels.
 The stages that fit a CNN per image (`FitCNN`, `RefinedCNN`: `cnn_iterations`,
 `takes_scribbles`) take a `progress` callback, called every `PROGRESS_EVERY` iterations from
 the device loop, and scribbles.
@@ -43,8 +44,10 @@ __all__ = [
     "Recluster",
     "RefinedCNN",
     "Segmentation",
+    "Split",
     "cnn_iterations",
     "device_stages",
+    "gives_hierarchy",
     "is_host",
     "log_cnn_progress",
     "scribble_channels",
@@ -289,13 +292,19 @@ def _superpixels(images, mask, size: int, compactness: float) -> tuple[jax.Array
     return labels, slic.grid_shape(h, w, n_superpixels, masked=True)[1]
 
 
+def _nearest(n: int, size: int) -> jax.Array:
+    """Indices [n] into an axis of `size` that sample it at n points (nearest-neighbour)."""
+    return ((jnp.arange(n) + 0.5) * size / n).astype(jnp.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class RefinedCNN:
     """The recommended CNN (`cnn_refined`): SLIC superpixels (`jaxseg.slic`) and the CNN fitted
     with each pixel's target the majority label of its superpixel (Kanezaki 2018), on the image
     shrunk by `options.refined_scale`, seeing its colours in `options.refined_space`. The final
-    labels (`options.full_size_output`, default) are the fitted network's argmax on the
-    full-size image (pixel refining), or else the fit's labels scaled back up (nearest); with
+    labels (`options.full_size_output`, default) are the fitted network's argmax on the image
+    scaled by `options.output_scale` (pixel refining), sampled back to full size, or else the
+    fit's labels scaled back up (nearest); with
     `options.output_superpixel_size` > 0 they are then refined the same way on SLIC superpixels
     of the full-size image of that size (0: the full-size argmax as it is, or the fit's labels
     refined on the fit's superpixels, borders at the shrunk image's resolution). Settings:
@@ -341,9 +350,7 @@ class RefinedCNN:
         small = jnp.clip(  # the antialiasing kernel may overshoot [0, 1] by a rounding error
             jax.image.resize(full_images, (b, hs, ws, 3), "linear", antialias=True), 0, 1
         )
-        rows = ((jnp.arange(hs) + 0.5) * h / hs).astype(jnp.int32)
-        cols = ((jnp.arange(ws) + 0.5) * w / ws).astype(jnp.int32)
-        small_mask = mask[:, rows][:, :, cols]
+        small_mask = mask[:, _nearest(hs, h)][:, :, _nearest(ws, w)]
         superpixels, n_segments = _superpixels(
             small, small_mask, options.superpixel_size, options.compactness
         )
@@ -375,9 +382,21 @@ class RefinedCNN:
             )(labels, superpixels, mask)
 
         if options.full_size_output:
+            # The argmax on the image scaled by output_scale, sampled back to full size.
+            ho, wo = (
+                max(3, round(h * options.output_scale)),
+                max(3, round(w * options.output_scale)),
+            )
+            out_images, out_mask = full_images, mask
+            if (ho, wo) != (h, w):
+                out_images = jnp.clip(
+                    jax.image.resize(full_images, (b, ho, wo, 3), "linear", antialias=True), 0, 1
+                )
+                out_mask = mask[:, _nearest(ho, h)][:, :, _nearest(wo, w)]
             labels = jax.vmap(
                 lambda p, image, m: cnn.response(p, image[None], m[None])[0].argmax(-1)
-            )(fit.params, seen(full_images), mask).astype(jnp.int32)
+            )(fit.params, seen(out_images), out_mask).astype(jnp.int32)
+            labels = jax.image.resize(labels, (b, h, w), "nearest")
         elif options.output_superpixel_size:
             labels = up(fit.labels)
         else:
@@ -467,7 +486,8 @@ class Hierarchize:
 
     from_labels: bool
 
-    def __call__(self, image: np.ndarray, key: jax.Array, labels=None) -> np.ndarray:
+    def __call__(self, image: np.ndarray, key: jax.Array, labels=None, scribbles=None):
+        del scribbles  # a hierarchy's levels are not classes
         if not self.from_labels:
             return hierarchy.hierarchical_segmentation(image, key).ucm2
         if labels is None:
@@ -487,11 +507,33 @@ class Hierarchize:
         )
 
 
-Stage = Cluster | FitCNN | ApplyCNN | Recluster | Hierarchize
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Host stage: the previous stage's labels split along the regions of the image's own
+    hierarchy (`hierarchy.hierarchical_segmentation`) cut at `threshold`
+    (`hierarchy.split_labels`): edges where the labels have none split a label into pieces.
+    `key` seeds the texton K-means; a piece holding a scribbled pixel keeps its label."""
+
+    threshold: float
+
+    def __call__(self, image: np.ndarray, key: jax.Array, labels=None, scribbles=None):
+        if labels is None:
+            raise ValueError("Split needs the previous stage's labels")
+        ucm2 = hierarchy.hierarchical_segmentation(image, key).ucm2
+        keep = None if scribbles is None else np.asarray(scribbles) != cnn.UNSCRIBBLED
+        return hierarchy.split_labels(labels, ucm2, self.threshold, keep=keep)
+
+
+Stage = Cluster | FitCNN | ApplyCNN | Recluster | Hierarchize | Split
 
 
 def is_host(stage) -> bool:
     """Whether `stage` runs on host, one image at a time, after the device stages."""
+    return isinstance(stage, Hierarchize | Split)
+
+
+def gives_hierarchy(stage) -> bool:
+    """Whether `stage` (a host stage) returns a `ucm2` rather than labels."""
     return isinstance(stage, Hierarchize)
 
 

@@ -34,6 +34,7 @@ def test_every_leaf_of_the_tree_is_a_flag(flag_values):
         "refined_space",
         "output_superpixel_size",
         "full_size_output",
+        "split_threshold",
     }
     assert cnn_refined <= set(groups["cnn_refined"])
     assert {"space", "k_min", "k_max", "covariance_type", "xy_weight"} <= set(groups["methods"])

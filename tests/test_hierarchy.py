@@ -292,3 +292,48 @@ def test_bad_options_and_thresholds_are_rejected():
         hierarchy.labels_at(np.zeros((3, 3)), -0.5)
     with pytest.raises(ValueError, match="pixel sites"):
         hierarchy.labels_at(np.ones((3, 3)), 0.5)
+
+
+def test_split_labels_by_hand():
+    # Labels split left | right; the ucm2 has one border, between the two rows, at level 0.5.
+    labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    ucm2 = np.zeros((5, 9))
+    ucm2[2] = 0.5
+    np.testing.assert_array_equal(hierarchy.split_labels(labels, ucm2, 0.5), labels)
+    split = hierarchy.split_labels(labels, ucm2, 0.3)
+    np.testing.assert_array_equal(split, [[0, 0, 1, 1], [2, 2, 3, 3]])
+    assert split.dtype == np.int32
+    # A piece with a kept pixel takes back its label; the others follow the largest kept one.
+    keep = np.zeros((2, 4), bool)
+    keep[1, 3] = True
+    kept = hierarchy.split_labels(labels, ucm2, 0.3, keep=keep)
+    np.testing.assert_array_equal(kept, [[2, 2, 3, 3], [4, 4, 1, 1]])
+    none_kept = hierarchy.split_labels(labels, ucm2, 0.3, keep=np.zeros((2, 4), bool))
+    np.testing.assert_array_equal(none_kept, split)
+
+
+def test_split_labels_refines_both_partitions(nested):
+    # Every piece lies in one label and one region of the cut, and pieces are 0..n-1.
+    truth, result = nested
+    labels = (np.arange(64)[None, :] >= 20).astype(np.int32) * np.ones((64, 1), np.int32)
+    for t in (0.0, 0.3, 0.6, 1.0):
+        split = hierarchy.split_labels(labels, result.ucm2, t)
+        regions = hierarchy.labels_at(result.ucm2, t)
+        for other in (labels, regions):
+            pairs = np.unique(np.stack([split.ravel(), other.ravel()]), axis=1)
+            assert pairs.shape[1] == split.max() + 1
+        assert set(np.unique(split)) == set(range(split.max() + 1))
+
+
+def test_split_labels_rejects_bad_input():
+    ucm2 = np.zeros((5, 9))
+    with pytest.raises(ValueError, match="labels must be"):
+        hierarchy.split_labels(np.zeros((2, 4)), ucm2, 0.5)
+    with pytest.raises(ValueError, match="labels must be"):
+        hierarchy.split_labels(-np.ones((2, 4), int), ucm2, 0.5)
+    with pytest.raises(ValueError, match=r"ucm2 must be \[5, 9\]"):
+        hierarchy.split_labels(np.zeros((2, 4), int), np.zeros((5, 7)), 0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        hierarchy.split_labels(np.zeros((2, 4), int), ucm2, np.nan)
+    with pytest.raises(ValueError, match="keep must be"):
+        hierarchy.split_labels(np.zeros((2, 4), int), ucm2, 0.5, keep=np.zeros((2, 4)))

@@ -1,5 +1,7 @@
 """cnn_refined (the recommended CNN): superpixel-refined labels, its own settings, bad settings."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -67,7 +69,7 @@ def test_full_size_output_is_the_fitted_network_at_full_size(space):
     # disc's border is not made of 2 x 2 blocks (those alone cap its IoU at ~0.89; measured
     # 0.96-0.99 over 3 keys), seeing the image in refined_space.
     image, truth = _piecewise("disc", seed=3, size=96)
-    options = pipeline.Options(full_size_output=True, refined_space=space)
+    options = pipeline.Options(output_scale=1.0, refined_space=space)
     mask = np.ones((1, 96, 96), bool)
     labels, fit = stages.RefinedCNN(options).fit(image[None], mask, jax.random.key(0)[None])
     labels = np.asarray(labels.labels[0])
@@ -84,6 +86,42 @@ def test_full_size_output_is_the_fitted_network_at_full_size(space):
     assert agree >= 0.99 * labels.size
 
 
+def test_output_scale_is_the_argmax_on_the_scaled_image():
+    # output_scale 2 (the default): the fitted net's argmax on the image scaled by 2, sampled
+    # back to full size (nearest): finer borders than the fit's, as at output_scale 1.
+    image, truth = _piecewise("disc", seed=3, size=96)
+    options = pipeline.Options()
+    assert options.output_scale == 2.0 and options.full_size_output
+    mask = np.ones((1, 96, 96), bool)
+    labels, fit = stages.RefinedCNN(options).fit(image[None], mask, jax.random.key(0)[None])
+    labels = np.asarray(labels.labels[0])
+    assert labels.shape == truth.shape and _worst_region_iou(labels, truth) >= 0.94
+    params = jax.tree.map(lambda x: x[0], fit.params)
+    scaled = np.asarray(jax.image.resize(image, (192, 192, 3), "linear", antialias=True))
+    response = cnn.response(params, features.unit_lab(np.clip(scaled, 0, 1))[None])[0]
+    direct = np.asarray(jax.image.resize(response.argmax(-1), (96, 96), "nearest"))
+    pairs, counts = np.unique(
+        np.stack([labels.ravel(), direct.ravel()]), axis=1, return_counts=True
+    )
+    agree = sum(counts[pairs[0] == lab].max() for lab in np.unique(labels))
+    assert agree >= 0.99 * labels.size
+
+
+def test_split_refines_the_cnn_labels():
+    # The default split_threshold cuts the CNN's labels (split_threshold=0: the same fit, for
+    # the same key) along the image's own hierarchy: every piece lies inside one CNN label, and
+    # segment_batch, pure and on device, refuses the host stage.
+    image, _ = _piecewise("disc", seed=3, size=96)
+    split = np.asarray(pipeline.segment(image, "cnn_refined", key=jax.random.key(0)))
+    whole = np.asarray(
+        pipeline.segment(image, "cnn_refined", key=jax.random.key(0), split_threshold=0.0)
+    )
+    pairs = np.unique(np.stack([split.ravel(), whole.ravel()]), axis=1)
+    assert pairs.shape[1] == split.max() + 1 >= whole.max() + 1
+    with pytest.raises(ValueError, match="host stage"):
+        pipeline.segment_batch(image[None], jax.random.key(0)[None], method="cnn_refined")
+
+
 def test_refined_labels_are_constant_on_superpixels():
     labels = np.array([[0, 0, 1, 1], [0, 2, 1, 1]], np.int32)
     segments = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], np.int32)
@@ -94,8 +132,11 @@ def test_refined_labels_are_constant_on_superpixels():
 def test_plan_and_settings():
     options = pipeline.Options()
     assert options.refined == cnn.Config.refined()
-    (stage,) = pipeline.plan("cnn_refined", options=options)
+    stage, split = pipeline.plan("cnn_refined", options=options)
     assert isinstance(stage, stages.RefinedCNN) and stage.bound == options.refined.n_channels
+    assert split == stages.Split(options.split_threshold) and stages.is_host(split)
+    unsplit = dataclasses.replace(options, split_threshold=0.0)
+    assert pipeline.plan("cnn_refined", options=unsplit) == (stages.RefinedCNN(unsplit),)
     first, second = pipeline.plan("cnn_refined_kmeans", options=options)
     assert first == stage and isinstance(second, stages.Recluster)
     assert not pipeline.takes_k("cnn_refined") and pipeline.takes_k("cnn_refined_kmeans")
@@ -111,6 +152,11 @@ def test_plan_and_settings():
         ("refined_scale", 1.5, "refined_scale"),
         ("output_superpixel_size", -1, "output_superpixel_size"),
         ("full_size_output", "yes", "full_size_output"),
+        ("output_scale", 0.5, "output_scale"),
+        ("output_scale", float("inf"), "output_scale"),
+        ("split_threshold", -0.1, "split_threshold"),
+        ("split_threshold", 1.5, "split_threshold"),
+        ("split_threshold", float("nan"), "split_threshold"),
         ("refined_space", "hsv", "refined_space must be 'rgb' or 'lab'"),
         ("refined", "fast", "refined must be a jaxseg.cnn.Config"),
     ],
