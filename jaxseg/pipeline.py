@@ -12,8 +12,8 @@ Methods (`METHODS`, the paper's five, and `VARIANTS`, the ablations of its resea
                its colour at weight `XY_WEIGHT` (does spatial position help the clusterings?).
   cnn_refined  jaxseg's recommended CNN: SLIC superpixels refine the CNN's targets (Kanezaki
                2018), DynaSeg's dynamic continuity weight, a convergence stop (`RefinedCNN`);
-               then, on host, its labels split along the image's own hierarchy (`Split`, the
-               `ucm` regions at `Options.split_threshold`).
+               then, on host, its labels split along the image's own hierarchy (`Split`: its
+               regions at `Options.split_threshold`).
   cnn_refined_kmeans   cnn_refined's CNN, then K-means on its mean-colour image (as the
                ensembles; no split).
 
@@ -217,10 +217,19 @@ class Options:
         },
     )
     split_threshold: float = dataclasses.field(
-        default=0.7,
+        default=0.75,
         metadata={
-            "help": "cnn_refined: its labels are split along the regions of the image's ucm "
+            "help": "cnn_refined: its labels are split along the regions of the image's "
             "hierarchy cut at this level (hierarchy.split_labels; 0: not split).",
+            "group": "cnn_refined",
+        },
+    )
+    split_size_scale: float = dataclasses.field(
+        default=0.01,
+        metadata={
+            "help": "cnn_refined: size_scale of the hierarchy its labels are split along "
+            "(hierarchy.hierarchical_segmentation; ucm's own: 0.04). Smaller: small regions "
+            "merge later.",
             "group": "cnn_refined",
         },
     )
@@ -257,6 +266,8 @@ class Options:
             raise ValueError(f"output_scale must be in [1, 4], got {self.output_scale}")
         if not (np.isfinite(self.split_threshold) and 0 <= self.split_threshold <= 1):
             raise ValueError(f"split_threshold must be in [0, 1], got {self.split_threshold}")
+        if not (np.isfinite(self.split_size_scale) and self.split_size_scale > 0):
+            raise ValueError(f"split_size_scale must be > 0, got {self.split_size_scale}")
 
 
 def _then_kmeans(first: Stage, n_clusters, options: Options) -> tuple[Stage, ...]:
@@ -265,7 +276,9 @@ def _then_kmeans(first: Stage, n_clusters, options: Options) -> tuple[Stage, ...
 
 def _refined(options: Options) -> tuple[Stage, ...]:
     first = RefinedCNN(options)
-    return (first, Split(options.split_threshold)) if options.split_threshold else (first,)
+    if not options.split_threshold:
+        return (first,)
+    return first, Split(options.split_threshold, options.split_size_scale)
 
 
 def _cnn(config: cnn.Config, cnn_mode: str) -> Stage:

@@ -35,6 +35,7 @@ def test_every_leaf_of_the_tree_is_a_flag(flag_values):
         "output_superpixel_size",
         "full_size_output",
         "split_threshold",
+        "split_size_scale",
     }
     assert cnn_refined <= set(groups["cnn_refined"])
     assert {"space", "k_min", "k_max", "covariance_type", "xy_weight"} <= set(groups["methods"])

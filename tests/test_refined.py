@@ -134,7 +134,7 @@ def test_plan_and_settings():
     assert options.refined == cnn.Config.refined()
     stage, split = pipeline.plan("cnn_refined", options=options)
     assert isinstance(stage, stages.RefinedCNN) and stage.bound == options.refined.n_channels
-    assert split == stages.Split(options.split_threshold) and stages.is_host(split)
+    assert split == stages.Split(0.75, 0.01) and stages.is_host(split)
     unsplit = dataclasses.replace(options, split_threshold=0.0)
     assert pipeline.plan("cnn_refined", options=unsplit) == (stages.RefinedCNN(unsplit),)
     first, second = pipeline.plan("cnn_refined_kmeans", options=options)
@@ -157,6 +157,7 @@ def test_plan_and_settings():
         ("split_threshold", -0.1, "split_threshold"),
         ("split_threshold", 1.5, "split_threshold"),
         ("split_threshold", float("nan"), "split_threshold"),
+        ("split_size_scale", 0.0, "split_size_scale"),
         ("refined_space", "hsv", "refined_space must be 'rgb' or 'lab'"),
         ("refined", "fast", "refined must be a jaxseg.cnn.Config"),
     ],
