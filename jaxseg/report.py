@@ -139,12 +139,23 @@ def _method_settings(method: str, config: dict) -> str:
             if k.startswith("refined_") and k != "refined_scale"
         )
         size = config["output_superpixel_size"]
-        full = config.get("full_size_output", False)  # absent from runs before it existed
-        output = "the CNN's argmax on the full-size image" if full else "the fit's labels"
+        # Settings absent from runs before they existed read as what those runs did.
+        full = config.get("full_size_output", False)
+        scale = config.get("output_scale", 1.0)
+        output = "the fit's labels"
+        if full:
+            output = "the CNN's argmax on the " + (
+                "full-size image" if scale == 1 else f"image scaled by {scale}"
+            )
         if size:
             output += f", refined on full-size superpixels of {size} pixels"
         elif not full:
             output += ", refined on its superpixels"
+        if method == "cnn_refined" and config.get("split_threshold", 0):
+            output += (
+                f", split along the image's hierarchy (size_scale "
+                f"{config['split_size_scale']}) cut at {config['split_threshold']}"
+            )
         parts.append(
             f"SLIC superpixels of {config['superpixel_size']} pixels, compactness "
             f"{config['compactness']}, at scale {config['refined_scale']}; output: {output}; "
