@@ -154,7 +154,7 @@ at weight 0.25 / 0.5 / 1 gave covering 0.583 / 0.580 / 0.571 against 0.574, PRI 
 0.794, VOI 1.720 / 1.706 / 1.762 against 1.733.
 
 `split_labels` cuts any labelling along a level of a hierarchy: `cnn_refined` splits its CNN's
-labels along the image's own `hierarchical_segmentation` at 0.7 (README).
+labels along the image's own `hierarchical_segmentation` (size_scale 0.01) at 0.75 (README).
 """
 
 import heapq

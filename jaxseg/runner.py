@@ -291,7 +291,7 @@ def _process(items, run_dir, executor, config, all_units) -> dict[int, list[_Res
                     host_compiled = seen not in executor.host_seen
                     executor.host_seen.add(seen)
                     start = time.perf_counter()
-                    out_ = unit.host(
+                    host_output = unit.host(
                         it.sample.image,
                         _host_key(config.seed, it.index, unit),
                         labels,
@@ -301,9 +301,10 @@ def _process(items, run_dir, executor, config, all_units) -> dict[int, list[_Res
                     )
                     host_seconds = time.perf_counter() - start
                     if stages.gives_hierarchy(unit.host):
-                        ucm2, labels = out_, hierarchy.labels_at(out_, DEFAULT_THRESHOLD)
+                        ucm2 = host_output
+                        labels = hierarchy.labels_at(ucm2, DEFAULT_THRESHOLD)
                     else:
-                        labels = out_
+                        labels = host_output
                     n_clusters = labels.max() + 1
                 out[it.index].append(
                     _Result(

@@ -359,8 +359,9 @@ def _agreement(config: cnn.Config) -> list[dict]:
 
 
 def _refined_vs_paper() -> list[dict]:
-    """Seconds per image of `cnn_refined` (the whole stage: SLIC, fit, refinement) against the
-    `paper` preset's 1000 iterations on the same full-size image, in one run."""
+    """Seconds per image of `cnn_refined` (the whole method: SLIC, fit, output, the split along
+    the image's hierarchy) against the `paper` preset's 1000 iterations on the same full-size
+    image, in one run."""
     image = _load_image()
     h, w, _ = image.shape
     key = jax.random.key(0)
