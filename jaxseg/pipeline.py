@@ -363,7 +363,8 @@ def execute(
     if any(is_host(s) for s in stages):
         raise ValueError(
             "execute runs device stages only (device_stages(plan)); the host stage (a "
-            "hierarchy, or cnn_refined's split) runs in segment, segment_images and the runner"
+            "hierarchy, or cnn_refined's split) runs in segment, segment_images and the runner "
+            "(cnn_refined's device part alone: split_threshold=0)"
         )
     if scribbles is not None and scribble_channels(stages) is None:
         raise ValueError("scribbles given, but no stage of the plan fits a CNN to guide")
@@ -420,11 +421,6 @@ def segment_batch(
     if mask is None:
         mask = jnp.ones(images.shape[:3], bool)
     stages = plan(method, n_clusters, options)
-    if is_host(stages[-1]):
-        raise ValueError(
-            f"method {method!r} ends in a host stage ({type(stages[-1]).__name__}): use "
-            "segment_images, or for cnn_refined's device part alone split_threshold=0"
-        )
     return execute(
         stages,
         jnp.asarray(images),

@@ -346,11 +346,18 @@ class RefinedCNN:
         config, scale = options.refined, options.refined_scale
         b, h, w = mask.shape
         full_images = _float(images)
-        hs, ws = max(3, round(h * scale)), max(3, round(w * scale))
-        small = jnp.clip(  # the antialiasing kernel may overshoot [0, 1] by a rounding error
-            jax.image.resize(full_images, (b, hs, ws, 3), "linear", antialias=True), 0, 1
-        )
-        small_mask = mask[:, _nearest(hs, h)][:, :, _nearest(ws, w)]
+
+        def rescaled(factor: float) -> tuple[jax.Array, jax.Array]:
+            """The images and mask scaled by `factor` (at least 3 x 3)."""
+            hn, wn = max(3, round(h * factor)), max(3, round(w * factor))
+            if (hn, wn) == (h, w):
+                return full_images, mask
+            resized = jax.image.resize(full_images, (b, hn, wn, 3), "linear", antialias=True)
+            # The antialiasing kernel may overshoot [0, 1] by a rounding error.
+            return jnp.clip(resized, 0, 1), mask[:, _nearest(hn, h)][:, :, _nearest(wn, w)]
+
+        small, small_mask = rescaled(scale)
+        hs, ws = small_mask.shape[1:]
         superpixels, n_segments = _superpixels(
             small, small_mask, options.superpixel_size, options.compactness
         )
@@ -383,20 +390,12 @@ class RefinedCNN:
 
         if options.full_size_output:
             # The argmax on the image scaled by output_scale, sampled back to full size.
-            ho, wo = (
-                max(3, round(h * options.output_scale)),
-                max(3, round(w * options.output_scale)),
-            )
-            out_images, out_mask = full_images, mask
-            if (ho, wo) != (h, w):
-                out_images = jnp.clip(
-                    jax.image.resize(full_images, (b, ho, wo, 3), "linear", antialias=True), 0, 1
-                )
-                out_mask = mask[:, _nearest(ho, h)][:, :, _nearest(wo, w)]
+            out_images, out_mask = rescaled(options.output_scale)
             labels = jax.vmap(
                 lambda p, image, m: cnn.response(p, image[None], m[None])[0].argmax(-1)
             )(fit.params, seen(out_images), out_mask).astype(jnp.int32)
-            labels = jax.image.resize(labels, (b, h, w), "nearest")
+            if out_mask.shape != mask.shape:
+                labels = jax.image.resize(labels, (b, h, w), "nearest")
         elif options.output_superpixel_size:
             labels = up(fit.labels)
         else:
