@@ -92,14 +92,14 @@ def test_full_size_output_is_the_fitted_network_at_output_scale(space, scale):
 
 
 def test_split_refines_the_cnn_labels():
-    # The default split_threshold cuts the CNN's labels (split_threshold=0: the same fit, for
-    # the same key) along the image's own hierarchy: every piece lies inside one CNN label, and
-    # segment_batch, pure and on device, refuses the host stage.
+    # The default plan's host stage cuts the CNN's labels (split_threshold=0: the plan without
+    # it) along the image's own hierarchy: every piece lies inside one CNN label (one fit, so
+    # no two compilations are compared), and segment_batch, pure and on device, refuses it.
     image, _ = _piecewise("disc", seed=3, size=96)
-    split = np.asarray(pipeline.segment(image, "cnn_refined", key=jax.random.key(0)))
-    whole = np.asarray(
-        pipeline.segment(image, "cnn_refined", key=jax.random.key(0), split_threshold=0.0)
-    )
+    key = jax.random.key(0)
+    whole = np.asarray(pipeline.segment(image, "cnn_refined", key=key, split_threshold=0.0))
+    _, stage = pipeline.plan("cnn_refined")
+    split = stage(image, pipeline.stage_keys(key[None], 1)[0], whole)
     pairs = np.unique(np.stack([split.ravel(), whole.ravel()]), axis=1)
     assert pairs.shape[1] == split.max() + 1 >= whole.max() + 1
     with pytest.raises(ValueError, match="host stage"):
