@@ -167,10 +167,7 @@ class _Executor:
             self._fns[key] = (distributed.data_parallel(fn), set(), progress)
         fn, shapes_seen, progress = self._fns[key]
         n = len(images)
-        size = self.batch_size
-        if isinstance(stage, (stages.FitCNN, stages.ApplyCNN)) and n < size:
-            size = min(size, 1 << (n - 1).bit_length())
-        size = max(size, n)
+        size = _padded_size(stage, n, self.batch_size)
 
         def pad(a, fill=None):
             a = jnp.asarray(a)
@@ -190,6 +187,16 @@ class _Executor:
         start = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
         return jax.tree.map(lambda a: a[:n], out), time.perf_counter() - start, compiled
+
+
+def _padded_size(stage, n: int, batch_size: int) -> int:
+    """The batch size `stage` runs `n` images at: `batch_size` (or n if more), a stage fitting
+    or applying a CNN the next power of two if smaller (each slot costs a full fit)."""
+    if n < batch_size and (
+        isinstance(stage, stages.ApplyCNN) or stages.cnn_iterations(stage) is not None
+    ):
+        return min(batch_size, 1 << (n - 1).bit_length())
+    return max(batch_size, n)
 
 
 def _segment(items: list[_Item], todo: list[Unit], executor: _Executor, seed: int) -> dict:

@@ -215,6 +215,21 @@ def test_labels_do_not_depend_on_batch_size(bsds, tmp_path):
         assert _labels(tmp_path / "1", unit) == _labels(tmp_path / "3", unit)
 
 
+def test_partial_batches_of_cnn_fits_pad_to_a_power_of_two():
+    options = pipeline.Options()
+    fits = [stages.FitCNN(cnn.Config.paper()), stages.RefinedCNN(options)]
+    for stage in fits:
+        assert [runner._padded_size(stage, n, 16) for n in (1, 2, 3, 5, 16, 20)] == [
+            1,
+            2,
+            4,
+            8,
+            16,
+            20,
+        ]
+    assert runner._padded_size(stages.Cluster("kmeans", 4, options), 3, 16) == 16
+
+
 def _records(workdir: Path) -> dict[str, dict]:
     """Every record of a run, without its timings."""
     timing = ("seconds", "batch_size", "compiled")
