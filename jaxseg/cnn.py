@@ -149,24 +149,26 @@ class Config:
 
     @classmethod
     def refined(cls) -> "Config":
-        """jaxseg's recommended CNN (the `cnn_refined` method, with superpixel ``segments``):
-        64 channels, SGD 0.1 / 0.9, DynaSeg's SCF continuity (mu / labels, mu = 0.25), a
-        convergence stop (< 0.2 % of pixels changed in each of 5 iterations) and at most 30
-        iterations. mu = 0.25 against 1 (40 train images, full-size output, README): Kim mIoU
+        """jaxseg's recommended CNN (the `cnn_refined` method, with superpixel ``segments``): 64
+        channels, SGD 0.1 / 0.9, DynaSeg's SCF continuity (mu / labels, mu = 0.25), a convergence
+        stop (< 0.2 % of pixels changed in each of 5 iterations) and at most 60 iterations. 60
+        against 30 (BSDS500 val, 100 images, with `cnn_refined`'s 2x output and split; one run each
+        on an H100, README): covering 0.438 -> 0.465, PRI 0.764 -> 0.773, VOI 2.97 -> 2.79, Kim mIoU
+        0.345 -> 0.344; with the fit at 0.75 instead of half size (`pipeline.Options.refined_scale`,
+        the default since), on this CPU: 0.465 / 0.773 / 2.79, Kim mIoU 0.348 against 0.347 for the
+        earlier defaults. mu = 0.25 against 1 (40 train images, full-size output, README): Kim mIoU
         0.306 -> 0.324 and 0.320 -> 0.343 on two subsets at equal covering (0.1: 0.304); on val
         0.314 -> 0.315, covering 0.409 -> 0.416 (RGB input; `cnn_refined` now fits on Lab,
-        `pipeline.Options.refined_space`, where mu 0.1 / 0.5 were no better on train). On
-        BSDS500 train at half size (README), against the earlier 32 channels and <= 200
-        iterations: the same quality within
-        image-set noise (first 16 images, run.py: covering 0.439 vs 0.457, Kim mIoU 0.251 vs
-        0.253, PRI 0.699 vs 0.681; every 25th, 8 images: 0.485 vs 0.469, 0.291 vs 0.270), with
-        a bounded time: the labels hardly change after iteration ~25, but some images never
+        `pipeline.Options.refined_space`, where mu 0.1 / 0.5 were no better on train). On BSDS500
+        train at half size (README), against the earlier 32 channels and <= 200 iterations: the same
+        quality within image-set noise (first 16 images, run.py: covering 0.439 vs 0.457, Kim mIoU
+        0.251 vs 0.253, PRI 0.699 vs 0.681; every 25th, 8 images: 0.485 vs 0.469, 0.291 vs 0.270),
+        with a bounded time: the labels hardly change after iteration ~25, but some images never
         meet the stop, and the runner's batches of 4 run until their slowest image stops (22.6
-        against 40.8 s per image there; alone, an image takes ~1.6x longer than with 32
-        channels' ~90 iterations). Scribbles weigh 2 (the authors' 0.5 is for their fixed mu =
-        5): on the five samples with scribbles from one annotation (README; mu = 1, the earlier
-        output), mean covering 0.393 unguided, 0.395 / 0.518 / 0.492 guided at weight 0.5 / 2
-        / 5."""
+        against 40.8 s per image there; alone, an image takes ~1.6x longer than with 32 channels'
+        ~90 iterations). Scribbles weigh 2 (the authors' 0.5 is for their fixed mu = 5): on the five
+        samples with scribbles from one annotation (README; mu = 1, the earlier output), mean
+        covering 0.393 unguided, 0.395 / 0.518 / 0.492 guided at weight 0.5 / 2 / 5."""
         return cls(
             n_channels=64,
             mu=0.25,
@@ -174,7 +176,7 @@ class Config:
             optimizer="sgd",
             learning_rate=0.1,
             lr_decay_every=0,
-            max_iter=30,
+            max_iter=60,
             stop_change=0.002,
             stop_window=5,
             scribble_weight=2.0,
