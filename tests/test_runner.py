@@ -219,14 +219,8 @@ def test_partial_batches_of_cnn_fits_pad_to_a_power_of_two():
     options = pipeline.Options()
     fits = [stages.FitCNN(cnn.Config.paper()), stages.RefinedCNN(options)]
     for stage in fits:
-        assert [runner._padded_size(stage, n, 16) for n in (1, 2, 3, 5, 16, 20)] == [
-            1,
-            2,
-            4,
-            8,
-            16,
-            20,
-        ]
+        sizes = [runner._padded_size(stage, n, 16) for n in (1, 2, 3, 5, 16, 20)]
+        assert sizes == [1, 2, 4, 8, 16, 20]
     assert runner._padded_size(stages.Cluster("kmeans", 4, options), 3, 16) == 16
 
 
