@@ -174,9 +174,9 @@ class Options:
             "group": "cnn_refined",
         },
     )
-    # 0.75 with at most 60 iterations against 0.5 with 30 (BSDS500 val, README): covering
-    # 0.436 -> 0.465, PRI 0.763 -> 0.773, VOI 2.95 -> 2.79, Kim mIoU 0.347 -> 0.348; ~3x the
-    # CPU time (24.8 against 8.1 s per image).
+    # 0.75 with at most 60 iterations against 0.5 with 30: the scores in `cnn.Config.refined`'s
+    # docstring (BSDS500 val, README), ~3x the CPU time (24.8 against 8.1 s per image); 1 scored
+    # no better on val and fragments a noisy synthetic image (README).
     refined_scale: float = dataclasses.field(
         default=0.75,
         metadata={
