@@ -65,6 +65,15 @@ On the 40, without: 0.597 / 0.812 / 1.689; weight 0.5 at radii 8 / 16 / 24 with 
 without, 0.612 / 0.824 / 1.652 with (weight 0.3: 0.608 / 0.823 / 1.646). It costs ~1 s per
 481 x 321 image on the 2-core CPU (~1.4 -> ~2.5 s for the whole hierarchy).
 
+gPb's own colour and brightness cues, the chi-squared gradients of each of L*, a* and b*'s
+histograms (12 bins with linear soft assignment over L* [0, 100], a* and b* [-60, 60]; radii
+4 / 8 / 16; mean over the three channels), were tried in 2026-11 (twelfth session; a throwaway
+script, the hierarchy's defaults otherwise, 25 thresholds, covering / PRI / VOI at ODS) in
+place of the difference of mean colours: on the colour histograms' 40 tuning images 0.628 /
+0.826 / 1.578 -> 0.637 / 0.833 / 1.554, but on their 80 check images 0.611 / 0.831 / 1.631 ->
+0.611 / 0.828 / 1.603; added to it at weight 0.5 / 1: PRI 0.831 / 0.830 on the 40, 0.825 /
+0.829 on the 80. Dropped: no PRI gain on the check images.
+
 Everything is a pure function of the image and a PRNG key (for the texton and colour K-means);
 `jax.vmap` it over a batch of equal-size images.
 """
