@@ -69,9 +69,9 @@ gPb's own colour and brightness cues, the chi-squared gradients of each of L*, a
 histograms (12 bins with linear soft assignment over L* [0, 100], a* and b* [-60, 60]; radii
 4 / 8 / 16; mean over the three channels), were tried in 2026-11 (twelfth session; a throwaway
 script, the hierarchy's defaults otherwise, 25 thresholds, covering / PRI / VOI at ODS) in
-place of the difference of mean colours: on the colour histograms' 40 tuning images 0.628 /
-0.826 / 1.578 -> 0.637 / 0.833 / 1.554, but on their 80 check images 0.611 / 0.831 / 1.631 ->
-0.611 / 0.828 / 1.603; added to it at weight 0.5 / 1: PRI 0.831 / 0.830 on the 40, 0.825 /
+place of the difference of mean colours: on the colour histograms' 40 tuning images 0.626 /
+0.820 / 1.588 -> 0.635 / 0.827 / 1.563, but on their 80 check images 0.611 / 0.831 / 1.631 ->
+0.611 / 0.828 / 1.603; added to it at weight 0.5 / 1: PRI 0.831 / 0.824 on the 40, 0.825 /
 0.829 on the 80. Dropped: no PRI gain on the check images.
 
 Everything is a pure function of the image and a PRNG key (for the texton and colour K-means);
