@@ -74,6 +74,13 @@ place of the difference of mean colours: on the colour histograms' 40 tuning ima
 0.611 / 0.828 / 1.603; added to it at weight 0.5 / 1: PRI 0.831 / 0.824 on the 40, 0.825 /
 0.829 on the 80. Dropped: no PRI gain on the check images.
 
+A structure image for the mean-colour cue, aimed at texture edges (thirteenth session, the same
+images, script and rule): Zhang et al.'s rolling guidance filter (a Gaussian, then 4 joint
+bilateral passes guided by the previous result; sigma_s 3 px, sigma_r 0.1 in RGB), the other
+cues on the image itself. On the 40: 0.626 / 0.820 / 1.588 -> 0.641 / 0.829 / 1.538 (the
+colour histograms on it too: 0.627 / 0.820 / 1.635; sigma_s 5: 0.633 / 0.821 / 1.555); on the
+80: 0.611 / 0.831 / 1.631 -> 0.617 / 0.829 / 1.619. Dropped: no PRI gain on the check images.
+
 Everything is a pure function of the image and a PRNG key (for the texton and colour K-means);
 `jax.vmap` it over a batch of equal-size images.
 """
