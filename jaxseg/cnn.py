@@ -45,6 +45,7 @@ __all__ = [
     "Config",
     "DFC",
     "apply",
+    "combine_fits",
     "init",
     "load_params",
     "loss_and_labels",
@@ -317,6 +318,37 @@ def refine_labels(
         votes.ravel(), pair.ravel(), num_segments=n_segments * n_channels
     ).reshape(n_segments, n_channels)
     return jnp.argmax(counts, axis=1).astype(jnp.int32)[segments]
+
+
+def combine_fits(responses: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """The labels of several networks fitted to one image: their softmaxes summed after each
+    network's channels are matched to the first network's.
+
+    Each fit numbers its labels freely, so channel b of network j > 0 is first mapped to the
+    channel of network 0 whose argmax label overlaps its own argmax label most (over the pixels
+    of ``mask``); channels mapped to one channel add up, and a channel that is nowhere network
+    j's argmax is left out. With one network, or networks whose labellings agree up to a
+    renumbering, the result is network 0's argmax.
+
+    Args:
+      responses: [n, h, w, C] the networks' responses (``response``) on one image.
+      mask: optional [h, w] bool, the pixels that count in the matching.
+
+    Returns:
+      [h, w] int32 labels in network 0's channel numbering.
+    """
+    n, h, w, c = responses.shape
+    probabilities = jax.nn.softmax(responses.astype(jnp.float32), axis=-1)
+    winners = jax.nn.one_hot(responses.argmax(-1), c)  # [n, h, w, C]
+    if mask is not None:
+        winners = winners * mask[None, :, :, None]
+    # overlap[j, a, b]: pixels where network 0 says a and network j says b.
+    overlap = jnp.einsum("hwa,nhwb->nab", winners[0], winners)
+    used = overlap.sum(1, keepdims=True) > 0  # [n, 1, C]: channels some pixel is labelled by
+    matched = jax.nn.one_hot(overlap.argmax(1), c) * jnp.swapaxes(used, 1, 2)
+    matched = matched.at[0].set(jnp.eye(c))  # [n, C (network j's), C (network 0's)]
+    total = jnp.einsum("nhwb,nba->hwa", probabilities, matched)
+    return total.argmax(-1).astype(jnp.int32)
 
 
 def _continuity_weight(mu, schedule, n_labels):

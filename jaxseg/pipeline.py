@@ -223,6 +223,15 @@ class Options:
             "group": "cnn_refined",
         },
     )
+    n_fits: int = dataclasses.field(
+        default=1,
+        metadata={
+            "help": "cnn_refined with full_size_output: networks fitted per image, each with "
+            "its own key; the labels are their softmaxes summed with the channels matched "
+            "(cnn.combine_fits). n times the fitting time.",
+            "group": "cnn_refined",
+        },
+    )
     split_threshold: float = dataclasses.field(
         default=0.75,
         metadata={
@@ -271,6 +280,12 @@ class Options:
             raise ValueError(f"full_size_output must be a bool, got {self.full_size_output!r}")
         if not (np.isfinite(self.output_scale) and 1 <= self.output_scale <= 4):
             raise ValueError(f"output_scale must be in [1, 4], got {self.output_scale}")
+        if isinstance(self.n_fits, bool) or not (isinstance(self.n_fits, int) and self.n_fits >= 1):
+            raise ValueError(f"n_fits must be an integer >= 1, got {self.n_fits!r}")
+        if self.n_fits > 1 and not self.full_size_output:
+            raise ValueError(
+                "n_fits > 1 combines the networks' outputs, so it needs full_size_output"
+            )
         if not (np.isfinite(self.split_threshold) and 0 <= self.split_threshold <= 1):
             raise ValueError(f"split_threshold must be in [0, 1], got {self.split_threshold}")
         if not (np.isfinite(self.split_size_scale) and self.split_size_scale > 0):

@@ -147,6 +147,8 @@ def _method_settings(method: str, config: dict) -> str:
             output = "the CNN's argmax on the " + (
                 "full-size image" if scale == 1 else f"image scaled by {scale}"
             )
+            if config.get("n_fits", 1) > 1:
+                output += f" (the softmaxes of {config['n_fits']} fits, channels matched)"
         if size:
             output += f", refined on full-size superpixels of {size} pixels"
         elif not full:

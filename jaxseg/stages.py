@@ -292,6 +292,11 @@ def _superpixels(images, mask, size: int, compactness: float) -> tuple[jax.Array
     return labels, slic.grid_shape(h, w, n_superpixels, masked=True)[1]
 
 
+def _first_fits(progress: cnn.Progress, b: int, iteration, n_labels, loss) -> None:
+    """`progress` for the first b of a batch's fits (`RefinedCNN` with `n_fits` > 1)."""
+    progress(iteration, n_labels[:b], loss[:b])
+
+
 def _nearest(n: int, size: int) -> jax.Array:
     """Indices [n] into an axis of `size` that sample it at n points (nearest-neighbour)."""
     return ((jnp.arange(n) + 0.5) * size / n).astype(jnp.int32)
@@ -307,7 +312,10 @@ class RefinedCNN:
     fit's labels scaled back up (nearest); with
     `options.output_superpixel_size` > 0 they are then refined the same way on SLIC superpixels
     of the full-size image of that size (0: the full-size argmax as it is, or the fit's labels
-    refined on the fit's superpixels, borders at the shrunk image's resolution). Settings:
+    refined on the fit's superpixels, borders at the shrunk image's resolution). With
+    `options.n_fits` = n > 1, n networks are fitted per image (keys: the image's, then
+    folded with 1..n-1) and the full-size labels are `cnn.combine_fits` of their responses.
+    Settings:
     `options.refined` (a `cnn.Config`, `Config.refined()` by default),
     `options.superpixel_size`, `options.compactness`. Optional `scribbles` [b, h, w] are shrunk
     keeping every stroke (`scribbles.shrink`) to guide the fit; the full-size labels are then
@@ -341,7 +349,8 @@ class RefinedCNN:
         self, images, mask, keys, *, progress=None, scribbles=None
     ) -> tuple[Segmentation, cnn.CNNResult]:
         """The stage's labels [b, h, w] and the CNN fit behind them (`n_iter`, `stop_reason`;
-        its `labels` at the shrunk size, before the final refinement)."""
+        its `labels` at the shrunk size, before the final refinement; with
+        `options.n_fits` > 1, the first network's)."""
         options = self.options
         config, scale = options.refined, options.refined_scale
         b, h, w = mask.shape
@@ -366,14 +375,29 @@ class RefinedCNN:
             """What the CNN sees of RGB images x: `options.refined_space`."""
             return features.unit_lab(x) if options.refined_space == "lab" else x
 
+        n_fits = options.n_fits
+
+        def fits(x):
+            """x [b, ...] repeated for every fit: [n_fits * b, ...], fit j's images j*b..."""
+            return x if n_fits == 1 else jnp.concatenate([x] * n_fits)
+
+        # Fit 0 has the image's key (so one fit is the plain method), fit j > 0 the key folded
+        # with j.
+        fit_keys = jnp.concatenate(
+            [keys] + [jax.vmap(jax.random.fold_in, (0, None))(keys, j) for j in range(1, n_fits)]
+        )
+        if progress is not None and n_fits > 1:  # report each image's first fit
+            progress = functools.partial(_first_fits, progress, b)
         fit = cnn.segment_batch(
-            seen(small),
-            keys,
+            seen(fits(small)),
+            fit_keys,
             config,
-            mask=small_mask,
-            segments=superpixels,
+            mask=fits(small_mask),
+            segments=fits(superpixels),
             n_segments=n_segments,
-            scribbles=None if scribbles is None else scribble_maps.shrink(scribbles, (hs, ws)),
+            scribbles=None
+            if scribbles is None
+            else fits(scribble_maps.shrink(scribbles, (hs, ws))),
             progress=progress,
             progress_every=PROGRESS_EVERY,
         )
@@ -391,9 +415,21 @@ class RefinedCNN:
         if options.full_size_output:
             # The argmax on the image scaled by output_scale, sampled back to full size.
             out_images, out_mask = rescaled(options.output_scale)
-            labels = jax.vmap(
-                lambda p, image, m: cnn.response(p, image[None], m[None])[0].argmax(-1)
-            )(fit.params, seen(out_images), out_mask).astype(jnp.int32)
+
+            if n_fits == 1:
+                labels = jax.vmap(
+                    lambda p, image, m: cnn.response(p, image[None], m[None])[0].argmax(-1)
+                )(fit.params, seen(out_images), out_mask)
+            else:
+
+                def combined(p, image, m):
+                    """One image's labels from its networks' params p (leading [n_fits])."""
+                    responses = jax.vmap(lambda q: cnn.response(q, image[None], m[None])[0])(p)
+                    return cnn.combine_fits(responses, m)
+
+                params = jax.tree.map(lambda a: a.reshape(n_fits, b, *a.shape[1:]), fit.params)
+                labels = jax.vmap(combined, (1, 0, 0))(params, seen(out_images), out_mask)
+            labels = labels.astype(jnp.int32)
             if out_mask.shape != mask.shape:
                 labels = jax.image.resize(labels, (b, h, w), "nearest")
         elif options.output_superpixel_size:
@@ -405,7 +441,7 @@ class RefinedCNN:
                 full_images, mask, options.output_superpixel_size, options.compactness
             )
             labels = refine(labels, full, mask, n_full)
-        return _guided(labels, mask, self.bound, scribbles), fit
+        return _guided(labels, mask, self.bound, scribbles), jax.tree.map(lambda a: a[:b], fit)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -142,6 +142,9 @@ def test_plan_and_settings():
         ("split_threshold", 1.5, "split_threshold"),
         ("split_threshold", float("nan"), "split_threshold"),
         ("split_size_scale", 0.0, "split_size_scale"),
+        ("n_fits", 0, "n_fits must be an integer >= 1"),
+        ("n_fits", 1.5, "n_fits must be an integer >= 1"),
+        ("n_fits", True, "n_fits must be an integer >= 1"),
         ("refined_space", "hsv", "refined_space must be 'rgb' or 'lab'"),
         ("refined", "fast", "refined must be a jaxseg.cnn.Config"),
     ],
@@ -149,3 +152,59 @@ def test_plan_and_settings():
 def test_bad_settings(field, value, match):
     with pytest.raises(ValueError, match=match):
         pipeline.Options(**{field: value})
+
+
+def test_several_fits_need_the_full_size_output():
+    with pytest.raises(ValueError, match="n_fits > 1 .* needs full_size_output"):
+        pipeline.Options(n_fits=2, full_size_output=False)
+
+
+def test_combine_fits_matches_channels_by_overlap():
+    # Network 0 labels the left half 0 and the right half 1; network 1 says the same with its
+    # channels renumbered (0 -> 2, 1 -> 0) and splits the right half over channels 0 and 3.
+    left = np.arange(4)[None, :] < 2
+    labels0 = np.where(left, 0, 1).repeat(2, 0)  # [2, 4]
+    labels1 = np.where(left, 2, np.array([0, 0, 0, 3])).repeat(2, 0)
+    responses = 5.0 * np.stack([np.eye(4)[labels0], np.eye(4)[labels1]])  # [2, 2, 4, 4]
+    np.testing.assert_array_equal(cnn.combine_fits(responses), labels0)
+    # One network, or two identical ones: network 0's argmax.
+    np.testing.assert_array_equal(cnn.combine_fits(responses[:1]), labels0)
+    np.testing.assert_array_equal(cnn.combine_fits(responses[[0, 0]]), labels0)
+
+
+def test_combine_fits_sums_matched_softmaxes():
+    # Hand-computed: two channels, four pixels. Network 1's channel 0 overlaps network 0's
+    # channel 1 on two pixels and its 0 on one, so it becomes 1; its channel 1 becomes 0.
+    r0 = np.array([[[2.0, 0.0], [0.2, 0.0], [0.0, 2.0], [0.0, 2.0]]])  # argmax 0, 0, 1, 1
+    r1 = np.array([[[0.0, 2.0], [3.0, 0.0], [2.0, 0.0], [2.0, 0.0]]])  # argmax 1, 0, 0, 0
+    # Pixel 1, where they disagree: network 0 gives its channel 0 sigmoid(0.2) = 0.55, network
+    # 1 gives (matched) channel 1 sigmoid(3) = 0.95: 0.55 + 0.05 against 0.45 + 0.95.
+    np.testing.assert_array_equal(cnn.combine_fits(np.stack([r0, r1])), [[0, 1, 1, 1]])
+    # Masked pixels do not count in the matching: without pixels 2 and 3, network 1's channel
+    # 0 overlaps network 0's channel 0 only, so both its channels become 0.
+    mask = np.array([[True, True, False, False]])
+    np.testing.assert_array_equal(cnn.combine_fits(np.stack([r0, r1]), mask), [[0, 0, 0, 0]])
+
+
+def test_several_fits_recover_noisy_regions():
+    # Two networks per image, combined: still every true region's best IoU >= 0.9 on issue
+    # 11's three-region image; the fit returned and the progress reported are the first
+    # network's ([b] leading axes).
+    image, truth = _piecewise("three", seed=3, size=48)
+    options = pipeline.Options(n_fits=2)
+    mask = np.ones((1, 48, 48), bool)
+    labels, fit = stages.RefinedCNN(options).fit(image[None], mask, jax.random.key(0)[None])
+    assert fit.n_iter.shape == (1,) and fit.labels.shape == (1, 36, 36)
+    assert _worst_region_iou(np.asarray(labels.labels[0]), truth) >= 0.9
+    # Run past the first report (every 25 iterations): one entry per image, not per fit.
+    long = dataclasses.replace(options.refined, max_iter=26, min_labels=1, stop_change=0.0)
+    reported = []
+    stages.RefinedCNN(dataclasses.replace(options, refined=long)).fit(
+        image[None],
+        mask,
+        jax.random.key(0)[None],
+        progress=lambda iteration, n_labels, loss: reported.append(len(n_labels)),
+    )
+    assert reported == [1]
+    split = np.asarray(pipeline.segment(image, "cnn_refined", key=jax.random.key(0), n_fits=2))
+    assert _worst_region_iou(split, truth) >= 0.9
