@@ -336,8 +336,15 @@ def combine_fits(responses: jax.Array, mask: jax.Array | None = None) -> jax.Arr
 
     Returns:
       [h, w] int32 labels in network 0's channel numbering.
+
+    Raises:
+      ValueError: responses not [n, h, w, C] with n >= 1, or mask not [h, w].
     """
-    n, h, w, c = responses.shape
+    if responses.ndim != 4 or not responses.shape[0]:
+        raise ValueError(f"responses must be [n >= 1, h, w, C], got {responses.shape}")
+    if mask is not None and mask.shape != responses.shape[1:3]:
+        raise ValueError(f"mask must be {responses.shape[1:3]}, got {mask.shape}")
+    c = responses.shape[-1]
     probabilities = jax.nn.softmax(responses.astype(jnp.float32), axis=-1)
     winners = jax.nn.one_hot(responses.argmax(-1), c)  # [n, h, w, C]
     if mask is not None:

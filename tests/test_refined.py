@@ -186,6 +186,15 @@ def test_combine_fits_sums_matched_softmaxes():
     np.testing.assert_array_equal(cnn.combine_fits(np.stack([r0, r1]), mask), [[0, 0, 0, 0]])
 
 
+def test_combine_fits_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="responses must be"):
+        cnn.combine_fits(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="responses must be"):
+        cnn.combine_fits(np.zeros((0, 4, 4, 3)))
+    with pytest.raises(ValueError, match="mask must be"):
+        cnn.combine_fits(np.zeros((2, 4, 4, 3)), np.ones((4, 5), bool))
+
+
 def test_several_fits_recover_noisy_regions():
     # Two networks per image, combined: still every true region's best IoU >= 0.9 on issue
     # 11's three-region image; the fit returned and the progress reported are the first
