@@ -346,11 +346,13 @@ def combine_fits(responses: jax.Array, mask: jax.Array | None = None) -> jax.Arr
         raise ValueError(f"mask must be {responses.shape[1:3]}, got {mask.shape}")
     c = responses.shape[-1]
     probabilities = jax.nn.softmax(responses.astype(jnp.float32), axis=-1)
-    winners = jax.nn.one_hot(responses.argmax(-1), c)  # [n, h, w, C]
-    if mask is not None:
-        winners = winners * mask[None, :, :, None]
-    # overlap[j, a, b]: pixels where network 0 says a and network j says b.
-    overlap = jnp.einsum("hwa,nhwb->nab", winners[0], winners)
+    winners = responses.argmax(-1).reshape(responses.shape[0], -1)  # [n, h * w]
+    votes = jnp.ones(winners.shape[1]) if mask is None else mask.ravel().astype(jnp.float32)
+    # overlap[j, a, b]: pixels where network 0 says a and network j says b (one segment_sum
+    # over label pairs per network: memory C x C, not a one-hot of the pixels).
+    overlap = jax.vmap(
+        lambda other: jax.ops.segment_sum(votes, winners[0] * c + other, num_segments=c * c)
+    )(winners).reshape(-1, c, c)
     used = overlap.sum(1, keepdims=True) > 0  # [n, 1, C]: channels some pixel is labelled by
     matched = jax.nn.one_hot(overlap.argmax(1), c) * jnp.swapaxes(used, 1, 2)
     matched = matched.at[0].set(jnp.eye(c))  # [n, C (network j's), C (network 0's)]

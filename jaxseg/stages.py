@@ -379,7 +379,7 @@ class RefinedCNN:
 
         def fits(x):
             """x [b, ...] repeated for every fit: [n_fits * b, ...], fit j's images j*b..."""
-            return x if n_fits == 1 else jnp.concatenate([x] * n_fits)
+            return jnp.concatenate([x] * n_fits)
 
         # Fit 0 has the image's key (so one fit is the plain method), fit j > 0 the key folded
         # with j.
