@@ -68,7 +68,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import cnn, features
+from jaxseg import cnn, features, hierarchy
 from jaxseg.stages import (
     ApplyCNN,
     Cluster,
@@ -249,6 +249,16 @@ class Options:
             "group": "cnn_refined",
         },
     )
+    split_oversegmentation: str = dataclasses.field(
+        default="watershed",
+        metadata={
+            "help": "cnn_refined: the finest regions of the hierarchy its labels are split "
+            "along (hierarchy.hierarchical_segmentation's oversegmentation; ucm's own: "
+            "watershed).",
+            "choices": hierarchy.OVERSEGMENTATIONS,
+            "group": "cnn_refined",
+        },
+    )
 
     def __post_init__(self):
         for name in ("space", "refined_space"):
@@ -290,6 +300,11 @@ class Options:
             raise ValueError(f"split_threshold must be in [0, 1], got {self.split_threshold}")
         if not (np.isfinite(self.split_size_scale) and self.split_size_scale > 0):
             raise ValueError(f"split_size_scale must be > 0, got {self.split_size_scale}")
+        if self.split_oversegmentation not in hierarchy.OVERSEGMENTATIONS:
+            raise ValueError(
+                f"split_oversegmentation must be one of {hierarchy.OVERSEGMENTATIONS}, "
+                f"got {self.split_oversegmentation!r}"
+            )
 
 
 def _then_kmeans(first: Stage, n_clusters, options: Options) -> tuple[Stage, ...]:
@@ -300,7 +315,9 @@ def _refined(options: Options) -> tuple[Stage, ...]:
     first = RefinedCNN(options)
     if not options.split_threshold:
         return (first,)
-    return first, Split(options.split_threshold, options.split_size_scale)
+    return first, Split(
+        options.split_threshold, options.split_size_scale, options.split_oversegmentation
+    )
 
 
 def _cnn(config: cnn.Config, cnn_mode: str) -> Stage:

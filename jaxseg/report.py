@@ -154,8 +154,9 @@ def _method_settings(method: str, config: dict) -> str:
         elif not full:
             output += ", refined on its superpixels"
         if method == "cnn_refined" and config.get("split_threshold", 0):
+            oversegmentation = config.get("split_oversegmentation", "watershed")
             output += (
-                f", split along the image's hierarchy (size_scale "
+                f", split along the image's hierarchy ({oversegmentation}, size_scale "
                 f"{config['split_size_scale']}) cut at {config['split_threshold']}"
             )
         parts.append(

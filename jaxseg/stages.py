@@ -545,17 +545,21 @@ class Hierarchize:
 @dataclasses.dataclass(frozen=True)
 class Split:
     """Host stage: the previous stage's labels split along the regions of the image's own
-    hierarchy (`hierarchy.hierarchical_segmentation` with `size_scale`) cut at `threshold`
-    (`hierarchy.split_labels`): edges where the labels have none split a label into pieces.
-    `key` seeds the texton K-means; a piece holding a scribbled pixel keeps its label."""
+    hierarchy (`hierarchy.hierarchical_segmentation` with `size_scale` and
+    `oversegmentation`) cut at `threshold` (`hierarchy.split_labels`): edges where the labels
+    have none split a label into pieces. `key` seeds the texton K-means; a piece holding a
+    scribbled pixel keeps its label."""
 
     threshold: float
     size_scale: float
+    oversegmentation: str
 
     def __call__(self, image: np.ndarray, key: jax.Array, labels=None, scribbles=None):
         if labels is None:
             raise ValueError("Split needs the previous stage's labels")
-        ucm2 = hierarchy.hierarchical_segmentation(image, key, size_scale=self.size_scale).ucm2
+        ucm2 = hierarchy.hierarchical_segmentation(
+            image, key, size_scale=self.size_scale, oversegmentation=self.oversegmentation
+        ).ucm2
         keep = None if scribbles is None else np.asarray(scribbles) != cnn.UNSCRIBBLED
         return hierarchy.split_labels(labels, ucm2, self.threshold, keep=keep)
 

@@ -36,6 +36,7 @@ def test_every_leaf_of_the_tree_is_a_flag(flag_values):
         "full_size_output",
         "split_threshold",
         "split_size_scale",
+        "split_oversegmentation",
         "n_fits",
     }
     assert cnn_refined <= set(groups["cnn_refined"])

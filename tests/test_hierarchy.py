@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from jaxseg import hierarchy, metrics
+from jaxseg import hierarchy, metrics, slic
 
 _SMALL_CUES = {
     "colour_radii": (2, 4),
@@ -105,6 +105,34 @@ def test_nested_squares_give_a_valid_nested_hierarchy(nested):
     assert _best_iou(truth, four).min() > 0.85
     two = hierarchy.labels_at(result.ucm2, levels[counts.index(2)])
     assert _best_iou((truth > 0).astype(np.int32), two).min() > 0.9
+
+
+def test_slic_regions_give_a_valid_nested_hierarchy():
+    # The finest regions are SLIC's superpixels (~41 of 100 pixels on the 64 x 64 image); on
+    # flat colours they follow the squares' edges, so the four regions and the two-region
+    # level come out exactly.
+    image, truth = _nested()
+    result = hierarchy.hierarchical_segmentation(
+        image,
+        jax.random.key(0),
+        oversegmentation="slic",
+        superpixel_size=41,
+        **dict(_SMALL_CUES, colour_radii=(1, 2)),
+        texture_weight=0.0,
+        colour_histogram_weight=0.0,
+    )
+    np.testing.assert_array_equal(
+        result.regions, np.asarray(slic.segment(image, n_segments=100).labels)
+    )
+    _check_ucm2(result.ucm2, truth.shape)
+    _check_ultrametric(result.ucm2)
+    levels = np.unique(result.ucm2)
+    counts = [hierarchy.labels_at(result.ucm2, t).max() + 1 for t in levels]
+    assert counts[0] == result.n_regions > 4
+    four = hierarchy.labels_at(result.ucm2, levels[counts.index(4)])
+    assert _best_iou(truth, four).min() > 0.95
+    two = hierarchy.labels_at(result.ucm2, levels[counts.index(2)])
+    assert _best_iou((truth > 0).astype(np.int32), two).min() > 0.95
 
 
 def test_ucm2_works_with_the_official_region_benchmark(nested):
@@ -288,6 +316,14 @@ def test_bad_options_and_thresholds_are_rejected():
         hierarchy.ucm_from_regions(regions, strength, contrast_size=2.5)
     with pytest.raises(ValueError, match="histogram features"):
         hierarchy.ucm_from_regions(regions, strength, -np.ones((4, 5, 3)), histogram_dims=2)
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="oversegmentation must be one of"):
+        hierarchy.hierarchical_segmentation(image, jax.random.key(0), oversegmentation="fh")
+    for size in (0, 2.5, True):
+        with pytest.raises(ValueError, match="superpixel_size must be an integer >= 1"):
+            hierarchy.hierarchical_segmentation(
+                image, jax.random.key(0), oversegmentation="slic", superpixel_size=size
+            )
     with pytest.raises(ValueError, match="threshold"):
         hierarchy.labels_at(np.zeros((3, 3)), -0.5)
     with pytest.raises(ValueError, match="pixel sites"):

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg import cnn, features, pipeline, slic, stages
+from jaxseg import cnn, features, hierarchy, pipeline, slic, stages
 
 
 def _piecewise(kind: str, seed: int, size: int = 48, sigma: float = 0.05):
@@ -98,10 +98,14 @@ def test_split_refines_the_cnn_labels():
     image, _ = _piecewise("disc", seed=3, size=96)
     key = jax.random.key(0)
     whole = np.asarray(pipeline.segment(image, "cnn_refined", key=key, split_threshold=0.0))
-    _, stage = pipeline.plan("cnn_refined")
-    split = stage(image, pipeline.stage_keys(key[None], 1)[0], whole)
-    pairs = np.unique(np.stack([split.ravel(), whole.ravel()]), axis=1)
-    assert pairs.shape[1] == split.max() + 1 >= whole.max() + 1
+    for oversegmentation in hierarchy.OVERSEGMENTATIONS:
+        _, stage = pipeline.plan(
+            "cnn_refined", options=pipeline.Options(split_oversegmentation=oversegmentation)
+        )
+        assert stage.oversegmentation == oversegmentation
+        split = stage(image, pipeline.stage_keys(key[None], 1)[0], whole)
+        pairs = np.unique(np.stack([split.ravel(), whole.ravel()]), axis=1)
+        assert pairs.shape[1] == split.max() + 1 >= whole.max() + 1
     with pytest.raises(ValueError, match="host stage"):
         pipeline.segment_batch(image[None], jax.random.key(0)[None], method="cnn_refined")
 
@@ -118,7 +122,7 @@ def test_plan_and_settings():
     assert options.refined == cnn.Config.refined()
     stage, split = pipeline.plan("cnn_refined", options=options)
     assert isinstance(stage, stages.RefinedCNN) and stage.bound == options.refined.n_channels
-    assert split == stages.Split(0.75, 0.01) and stages.is_host(split)
+    assert split == stages.Split(0.75, 0.01, "watershed") and stages.is_host(split)
     unsplit = dataclasses.replace(options, split_threshold=0.0)
     assert pipeline.plan("cnn_refined", options=unsplit) == (stages.RefinedCNN(unsplit),)
     first, second = pipeline.plan("cnn_refined_kmeans", options=options)
@@ -142,6 +146,7 @@ def test_plan_and_settings():
         ("split_threshold", 1.5, "split_threshold"),
         ("split_threshold", float("nan"), "split_threshold"),
         ("split_size_scale", 0.0, "split_size_scale"),
+        ("split_oversegmentation", "felzenszwalb", "split_oversegmentation must be one of"),
         ("n_fits", 0, "n_fits must be an integer >= 1"),
         ("n_fits", 1.5, "n_fits must be an integer >= 1"),
         ("n_fits", True, "n_fits must be an integer >= 1"),
