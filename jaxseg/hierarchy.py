@@ -778,7 +778,7 @@ def hierarchical_segmentation(
     if oversegmentation == "watershed":
         regions = oversegment(strength, sigma=sigma)
     else:  # segments are 4-connected and consecutive
-        n_segments = max(1, round(h * w / superpixel_size))
+        n_segments = slic._n_segments(h, w, superpixel_size)
         regions = np.asarray(slic.segment(image, n_segments=n_segments).labels)
     lab = np.asarray(features.colour_features(rgb.reshape(h * w, 3), space="lab")).reshape(h, w, 3)
     textons = np.asarray(cues.textons)

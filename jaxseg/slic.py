@@ -90,6 +90,11 @@ class _State(NamedTuple):
     converged: jax.Array  # [b] labels unchanged by the last iteration
 
 
+def _n_segments(height: int, width: int, size: int) -> int:
+    """The `n_segments` that gives superpixels of ~`size` pixels on an image [height, width]."""
+    return max(1, round(height * width / size))
+
+
 def _grid(height, width, n_segments: int, xp=jnp) -> tuple:
     """scikit-image's `regular_grid` for a 2-D image (int arrays, any shape), in float32 so that
     the NumPy bound of `grid_shape` and the traced grid agree. Returns (start, step, count) per

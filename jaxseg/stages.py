@@ -285,7 +285,7 @@ def _superpixels(images, mask, size: int, compactness: float) -> tuple[jax.Array
     """SLIC labels [b, h, w] of float images [b, h, w, 3], ~`size` pixels each, and the static
     bound on their ids."""
     _, h, w = mask.shape
-    n_superpixels = max(1, round(h * w / size))
+    n_superpixels = slic._n_segments(h, w, size)
     labels = slic.segment_batch(
         jnp.clip(images, 0, 1), n_segments=n_superpixels, compactness=compactness, mask=mask
     ).labels
