@@ -68,8 +68,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg import cnn, features, hierarchy
+from jaxseg import cnn, features
 from jaxseg.stages import (
+    SPLIT_OVERSEGMENTATIONS,
     ApplyCNN,
     Cluster,
     FitCNN,
@@ -254,8 +255,8 @@ class Options:
         metadata={
             "help": "cnn_refined: the finest regions of the hierarchy its labels are split "
             "along (hierarchy.hierarchical_segmentation's oversegmentation; ucm's own: "
-            "watershed).",
-            "choices": hierarchy.OVERSEGMENTATIONS,
+            "watershed), or auto: SLIC's unless its cut fragments the image (stages.Split).",
+            "choices": SPLIT_OVERSEGMENTATIONS,
             "group": "cnn_refined",
         },
     )
@@ -300,9 +301,9 @@ class Options:
             raise ValueError(f"split_threshold must be in [0, 1], got {self.split_threshold}")
         if not (np.isfinite(self.split_size_scale) and self.split_size_scale > 0):
             raise ValueError(f"split_size_scale must be > 0, got {self.split_size_scale}")
-        if self.split_oversegmentation not in hierarchy.OVERSEGMENTATIONS:
+        if self.split_oversegmentation not in SPLIT_OVERSEGMENTATIONS:
             raise ValueError(
-                f"split_oversegmentation must be one of {hierarchy.OVERSEGMENTATIONS}, "
+                f"split_oversegmentation must be one of {SPLIT_OVERSEGMENTATIONS}, "
                 f"got {self.split_oversegmentation!r}"
             )
 

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg import cnn, features, hierarchy, pipeline, slic, stages
+from jaxseg import cnn, data, features, hierarchy, pipeline, slic, stages
 
 
 def _piecewise(kind: str, seed: int, size: int = 48, sigma: float = 0.05):
@@ -98,7 +98,7 @@ def test_split_refines_the_cnn_labels():
     image, _ = _piecewise("disc", seed=3, size=96)
     key = jax.random.key(0)
     whole = np.asarray(pipeline.segment(image, "cnn_refined", key=key, split_threshold=0.0))
-    for oversegmentation in hierarchy.OVERSEGMENTATIONS:
+    for oversegmentation in stages.SPLIT_OVERSEGMENTATIONS:
         _, stage = pipeline.plan(
             "cnn_refined", options=pipeline.Options(split_oversegmentation=oversegmentation)
         )
@@ -108,6 +108,28 @@ def test_split_refines_the_cnn_labels():
         assert pairs.shape[1] == split.max() + 1 >= whole.max() + 1
     with pytest.raises(ValueError, match="host stage"):
         pipeline.segment_batch(image[None], jax.random.key(0)[None], method="cnn_refined")
+
+
+def test_auto_split_takes_slic_unless_its_cut_fragments_the_image():
+    # On the small three-region image SLIC's cut fragments the flat regions (8 regions against
+    # the watershed's 3): "auto" falls back to the watershed's hierarchy. On a photograph the
+    # cuts have about as many regions (3096: 8 and 7) and "auto" keeps SLIC's. The same calls
+    # in one process: equal results.
+    key = jax.random.key(0)
+
+    def ucm2s(image):
+        return {
+            name: stages.Split(0.75, 0.01, name).ucm2(image, key)
+            for name in stages.SPLIT_OVERSEGMENTATIONS
+        }
+
+    noisy, _ = _piecewise("three", seed=3, size=48)
+    photo = data.load_dataset("samples")[3].image  # 3096
+    for image, chosen in ((noisy, "watershed"), (photo, "slic")):
+        by = ucm2s(image)
+        counts = {n: hierarchy.labels_at(u, 0.75).max() + 1 for n, u in by.items()}
+        assert (counts["slic"] > 1.5 * counts["watershed"]) == (chosen == "watershed")
+        np.testing.assert_array_equal(by["auto"], by[chosen])
 
 
 def test_refined_labels_are_constant_on_superpixels():
