@@ -251,7 +251,7 @@ class Options:
         },
     )
     split_oversegmentation: str = dataclasses.field(
-        default="watershed",
+        default="auto",
         metadata={
             "help": "cnn_refined: the finest regions of the hierarchy its labels are split "
             "along (hierarchy.hierarchical_segmentation's oversegmentation; ucm's own: "

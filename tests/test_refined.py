@@ -144,7 +144,7 @@ def test_plan_and_settings():
     assert options.refined == cnn.Config.refined()
     stage, split = pipeline.plan("cnn_refined", options=options)
     assert isinstance(stage, stages.RefinedCNN) and stage.bound == options.refined.n_channels
-    assert split == stages.Split(0.75, 0.01, "watershed") and stages.is_host(split)
+    assert split == stages.Split(0.75, 0.01, "auto") and stages.is_host(split)
     unsplit = dataclasses.replace(options, split_threshold=0.0)
     assert pipeline.plan("cnn_refined", options=unsplit) == (stages.RefinedCNN(unsplit),)
     first, second = pipeline.plan("cnn_refined_kmeans", options=options)

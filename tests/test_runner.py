@@ -557,7 +557,7 @@ def test_cnn_refined_ends_in_its_split(bsds, tmp_path):
     assert summary.failures == []
     assert (
         "the CNN's argmax on the image scaled by 2.0, split along the image's hierarchy "
-        "(watershed, size_scale 0.01) cut at 0.75" in (tmp_path / "report.md").read_text()
+        "(auto, size_scale 0.01) cut at 0.75" in (tmp_path / "report.md").read_text()
     )
     labels = rundir.read_labels(tmp_path / "labels" / "cnn_refined" / "100.png")
     image = np.asarray(Image.open(bsds / "BSDS500" / "images" / "train" / "100.jpg"))
