@@ -735,6 +735,7 @@ def hierarchical_segmentation(
     spectral_scale: float = 0.1,
     contrast_weight: float = 0.0,
     contrast_size: int = 11,
+    cues: edges.BoundaryCues | None = None,
     **cue_options,
 ) -> Hierarchy:
     """The whole pipeline: boundary cues, watershed regions, greedy merging into a `ucm2`.
@@ -756,7 +757,9 @@ def hierarchical_segmentation(
         (compared by chi-squared).
       texton_weight: weight (>= 0) of the texton histograms' chi-squared distance against the
         colour distance.
-      **cue_options: passed to `edges.boundary_cues`.
+      cues: this image's `edges.boundary_cues(image, key, **cue_options)` if already computed
+        (several oversegmentations of one image share them); None: computed here.
+      **cue_options: passed to `edges.boundary_cues` (not with `cues`).
 
     Returns:
       Hierarchy.
@@ -771,10 +774,15 @@ def hierarchical_segmentation(
         isinstance(superpixel_size, int) and superpixel_size >= 1
     ):
         raise ValueError(f"superpixel_size must be an integer >= 1, got {superpixel_size!r}")
-    cues = edges.boundary_cues(image, key, **cue_options)
+    if cues is None:
+        cues = edges.boundary_cues(image, key, **cue_options)
+    elif cue_options:
+        raise ValueError(f"cue options {sorted(cue_options)} cannot apply to given cues")
     strength = np.asarray(cues.strength)
     rgb = features._check_rgb(image, rank=3)
     h, w, _ = rgb.shape
+    if strength.shape != (h, w):
+        raise ValueError(f"cues are for a {strength.shape} image, not this {(h, w)} one")
     if oversegmentation == "watershed":
         regions = oversegment(strength, sigma=sigma)
     else:  # segments are 4-connected and consecutive

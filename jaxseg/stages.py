@@ -577,9 +577,15 @@ class Split:
         cut at `threshold` has more than `AUTO_FRAGMENTATION` times the watershed cut's regions,
         then the watershed's."""
 
+        cues = edges.boundary_cues(image, key)  # shared by both hierarchies of "auto"
+
         def build(oversegmentation):
             return hierarchy.hierarchical_segmentation(
-                image, key, size_scale=self.size_scale, oversegmentation=oversegmentation
+                image,
+                key,
+                size_scale=self.size_scale,
+                oversegmentation=oversegmentation,
+                cues=cues,
             ).ucm2
 
         if self.oversegmentation != "auto":

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from jaxseg import hierarchy, metrics, slic
+from jaxseg import edges, hierarchy, metrics, slic
 
 _SMALL_CUES = {
     "colour_radii": (2, 4),
@@ -286,6 +286,20 @@ def test_one_colour_and_thin_images_give_trivial_valid_hierarchies():
 def test_bad_input_is_rejected(regions, strength, message):
     with pytest.raises(ValueError, match=message):
         hierarchy.ucm_from_regions(regions, strength)
+
+
+def test_given_cues_are_the_computed_ones_and_must_fit_the_image():
+    image, _ = _nested()
+    key = jax.random.key(0)
+    cues = edges.boundary_cues(image, key)
+    np.testing.assert_array_equal(  # one computation, done inside or passed in
+        hierarchy.hierarchical_segmentation(image, key, cues=cues).ucm2,
+        hierarchy.hierarchical_segmentation(image, key).ucm2,
+    )
+    with pytest.raises(ValueError, match="not this"):
+        hierarchy.hierarchical_segmentation(image[:32], key, cues=cues)
+    with pytest.raises(ValueError, match="cannot apply to given cues"):
+        hierarchy.hierarchical_segmentation(image, key, cues=cues, n_textons=8)
 
 
 def test_bad_options_and_thresholds_are_rejected():
