@@ -81,6 +81,12 @@ cues on the image itself. On the 40: 0.626 / 0.820 / 1.588 -> 0.641 / 0.829 / 1.
 colour histograms on it too: 0.627 / 0.820 / 1.635; sigma_s 5: 0.633 / 0.821 / 1.555); on the
 80: 0.611 / 0.831 / 1.631 -> 0.617 / 0.829 / 1.619. Dropped: no PRI gain on the check images.
 
+L* weighed against a* and b* (sixteenth session, the same 40 tuning images, rule and kind of
+script; L* scaled by w wherever the hierarchy uses Lab: this cue, the colour bins, the region
+features), aimed at shading inside objects: w 0.5 / 0.75 / 1.5 gave 0.628 / 0.815 / 1.568,
+0.632 / 0.822 / 1.553 and 0.623 / 0.824 / 1.625 against 0.626 / 0.820 / 1.588 (w 0.5 raised
+every OIS: 0.684 / 0.860 / 1.341 against 0.674 / 0.856 / 1.384). Dropped: no PRI gain of 0.005.
+
 Everything is a pure function of the image and a PRNG key (for the texton and colour K-means);
 `jax.vmap` it over a batch of equal-size images.
 """
