@@ -86,6 +86,11 @@ script; L* scaled by w wherever the hierarchy uses Lab: this cue, the colour bin
 features), aimed at shading inside objects: w 0.5 / 0.75 / 1.5 gave 0.628 / 0.815 / 1.568,
 0.632 / 0.822 / 1.553 and 0.623 / 0.824 / 1.625 against 0.626 / 0.820 / 1.588 (w 0.5 raised
 every OIS: 0.684 / 0.860 / 1.341 against 0.674 / 0.856 / 1.384). Dropped: no PRI gain of 0.005.
+A larger texton vocabulary (n_textons 32 / 64, as gPb's) gave 0.643 / 0.829 / 1.563 and 0.632 /
+0.822 / 1.580 there; 32 on the 40 images every 5th from the 1st (0, 5, ..., 195): 0.646 / 0.843
+/ 1.501 against 0.643 / 0.843 / 1.519 (OIS 0.698 / 0.883 / 1.333 against 0.692 / 0.877 /
+1.351). Better covering, VOI and OIS on both, but no PRI gain on the second (the rule fixed
+beforehand: +0.003 there), so 16 stays.
 
 Everything is a pure function of the image and a PRNG key (for the texton and colour K-means);
 `jax.vmap` it over a batch of equal-size images.
