@@ -147,12 +147,12 @@ levels remapped monotonically so that its most persistent cut (the region count,
 15-60, that lasts over the most thresholds) moves a quarter, half or all of the way to a common
 level gave PRI 0.790-0.803 (covering 0.565-0.584 against 0.580, VOI 1.698-1.759 against
 1.698); the most persistent cut is nearly always one of the coarsest (median level 0.82-0.89).
-No per-image calibration can close the gap, even one that sees the annotations: on 131 train
-images (cues cached, 25 thresholds; PRI at ODS 0.828, OIS 0.862) each image's thresholds
-shifted by b times a standardised statistic (the best b in sample) gained at most 0.004 with
-the annotators' own region counts (their maximum or mean; their minimum 0.000) and 0.002 with
-the normalised-cut eigenvalues of the region graph (lambda_3, lambda_8; Spearman -0.2 against
-the best cut's region count over the ODS cut's).
+A per-image calibration by one statistic closes little of the gap, even one that sees the
+annotations: on 131 train images (cues cached, 25 thresholds; PRI at ODS 0.828, OIS 0.862)
+each image's thresholds shifted by b times a standardised statistic (the best b in sample)
+gained at most 0.004 with the annotators' own region counts (their maximum or mean; their
+minimum 0.000) and 0.002 with the normalised-cut eigenvalues of the region graph (lambda_3,
+lambda_8; Spearman -0.2 against the best cut's region count over the ODS cut's).
 Nor does a cue learned per image (val, cues cached at the defaults, 25 thresholds; PRI at ODS
 0.798): the chi-squared half-disc gradient of `cnn_refined`'s labels (radii 8 / 16 / 24, its
 labels of the runner's val run, ~5 s per image more) added to the gradient before the watershed
