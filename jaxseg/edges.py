@@ -105,7 +105,7 @@ import numpy as np
 
 from jaxseg import features, kmeans
 
-__all__ = ["BoundaryCues", "boundary_cues", "filter_bank", "half_disc_kernels"]
+__all__ = ["BoundaryCues", "boundary_cues", "filter_bank", "half_disc_kernels", "textons"]
 
 _EPS = 1e-6
 
@@ -208,6 +208,49 @@ def _correlate(spectra: jax.Array, kernel_spectra: np.ndarray, shape, h: int, w:
     return out[..., pad : pad + h, pad : pad + w]
 
 
+def _lab(image: jax.Array) -> jax.Array:
+    """`[3, h, w]` CIE Lab / 100 of an `[h, w, 3]` RGB image in [0, 1]."""
+    h, w, _ = image.shape
+    lab = features.colour_features(image.reshape(h * w, 3), space="lab").reshape(h, w, 3)
+    return jnp.moveaxis(lab, -1, 0)
+
+
+def _textons(lab: jax.Array, key, n_textons: int) -> jax.Array:
+    """`[h, w]` int32 texton of every pixel: K-means of the filter bank's responses on L*."""
+    _, h, w = lab.shape
+    bank = filter_bank()
+    bank_pad = bank.shape[-1] // 2
+    bank_shape = _fft_shape(h, w, bank_pad)
+    light = jnp.pad(lab[:1], ((0, 0), (bank_pad, bank_pad), (bank_pad, bank_pad)), mode="symmetric")
+    responses = _correlate(
+        jnp.fft.rfft2(light), _kernel_spectra(bank, bank_shape), bank_shape, h, w, bank_pad
+    )[0]
+    # FFT round-off (~1e-6) would split a flat image into textons; 1e-4 is far below texture.
+    responses = jnp.round(responses.reshape(bank.shape[0], h * w).T * 1e4) / 1e4
+    fit = kmeans.fit(responses, n_textons, key, max_iter=30, tol=1e-3)
+    return fit.labels.reshape(h, w).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("n_textons",))
+def _texton_map(image, key, n_textons):
+    return _textons(_lab(image), key, n_textons)
+
+
+def textons(image, key, *, n_textons: int = 16) -> jax.Array:
+    """`[h, w]` int32 texton of every pixel, as `boundary_cues(image, key).textons` (the same
+    computation without the gradients; vmap over a batch of equal-size images).
+
+    Raises:
+      ValueError: not an `[h, w, 3]` RGB image, NaN/inf or out-of-range values (when
+        concrete), or `n_textons` outside [1, h * w].
+    """
+    image = features._check_rgb(image, rank=3)
+    h, w, _ = image.shape
+    if not 1 <= n_textons <= h * w:
+        raise ValueError(f"n_textons must lie in [1, {h * w}] for a {h}x{w} image, got {n_textons}")
+    return _texton_map(image, key, int(n_textons))
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -243,19 +286,8 @@ def _boundary_cues(
     isotropic_weight,
 ):
     h, w, _ = image.shape
-    lab = features.colour_features(image.reshape(h * w, 3), space="lab").reshape(h, w, 3)
-    lab = jnp.moveaxis(lab, -1, 0)  # [3, h, w]
-
-    bank = filter_bank()
-    bank_pad = bank.shape[-1] // 2
-    bank_shape = _fft_shape(h, w, bank_pad)
-    light = jnp.pad(lab[:1], ((0, 0), (bank_pad, bank_pad), (bank_pad, bank_pad)), mode="symmetric")
-    responses = _correlate(
-        jnp.fft.rfft2(light), _kernel_spectra(bank, bank_shape), bank_shape, h, w, bank_pad
-    )[0]
-    # FFT round-off (~1e-6) would split a flat image into textons; 1e-4 is far below texture.
-    responses = jnp.round(responses.reshape(bank.shape[0], h * w).T * 1e4) / 1e4
-    textons = kmeans.fit(responses, n_textons, key, max_iter=30, tol=1e-3).labels.reshape(h, w)
+    lab = _lab(image)
+    textons = _textons(lab, key, n_textons)
 
     radii = colour_radii + texture_radii
     if colour_histogram_weight:  # static: that cue's radii widen the padding only when it is on
@@ -310,7 +342,7 @@ def _boundary_cues(
         orientation,
         colour,
         texture,
-        textons.astype(jnp.int32),
+        textons,
         colour_histogram,
         bins.astype(jnp.int32),
     )

@@ -177,8 +177,15 @@ finest regions instead of the watershed: better at each image's best level (2500
 0.864 / 1.325) but not at one dataset level (ODS 0.629 / 0.821 / 1.538), with count_weight 0 /
 0.2 / 0.3 / 0.6 / 1 PRI at ODS 0.823 / 0.817 / 0.815 / 0.808 / 0.788.
 
+`hierarchical_segmentation` cuts and merges by `pmi.boundaries` (`boundary="pmi"`, the default
+since the seventeenth session): the spectral cut of the image's PMI affinity (Isola et al.
+2014), in place of `edges`' local gradients, which fire inside textured regions as strongly as
+on their borders, the limit described above. Every setting above was chosen with the local
+gradients (`boundary="local"`) and kept; the measured effect is in `jaxseg.pmi`.
+
 `split_labels` cuts any labelling along a level of a hierarchy: `cnn_refined` splits its CNN's
-labels along the image's own `hierarchical_segmentation` (size_scale 0.01) at 0.75 (README).
+labels along the image's own `hierarchical_segmentation` (size_scale 0.01, the local
+gradients) at 0.75 (README).
 """
 
 import heapq
@@ -193,9 +200,10 @@ import scipy.sparse
 import scipy.sparse.linalg
 from jax import lax
 
-from jaxseg import edges, features, metrics, slic
+from jaxseg import edges, features, metrics, pmi, slic
 
 __all__ = [
+    "BOUNDARIES",
     "OVERSEGMENTATIONS",
     "Hierarchy",
     "hierarchical_segmentation",
@@ -212,7 +220,8 @@ class Hierarchy(NamedTuple):
 
     Attributes:
       ucm2: `[2h + 1, 2w + 1]` float64 ultrametric contour map in [0, 1) (BSDS 'doubleSize').
-      strength: `[h, w]` float32 boundary strength the regions were merged by (`edges`).
+      strength: `[h, w]` float32 boundary strength the regions were cut and merged by (`pmi` or
+        `edges`).
       regions: `[h, w]` int32 the finest regions (watershed basins or SLIC superpixels),
         0..n_regions - 1.
       n_regions: number of finest regions.
@@ -727,12 +736,14 @@ def split_labels(labels, ucm2, threshold: float, *, keep=None) -> np.ndarray:
 
 
 OVERSEGMENTATIONS = ("watershed", "slic")
+BOUNDARIES = ("pmi", "local")
 
 
 def hierarchical_segmentation(
     image,
     key,
     *,
+    boundary: str = "pmi",
     oversegmentation: str = "watershed",
     superpixel_size: int = 62,
     sigma: float = 2.0,
@@ -754,7 +765,10 @@ def hierarchical_segmentation(
 
     Args:
       image: `[h, w, 3]` uint8 RGB image (or float in [0, 1]).
-      key: PRNG key of the texton K-means.
+      key: PRNG key of the texton K-means (and, folded with 2, of `pmi.boundaries`').
+      boundary: the oriented boundary strength the regions are cut and merged by: "pmi"
+        (`pmi.boundaries`: the spectral cut of the image's PMI affinity) or "local"
+        (`edges.boundary_cues`' gradients). The textons come from `edges` either way.
       oversegmentation: the finest regions: "watershed" (`oversegment` of the boundary
         strength) or "slic" (`slic.segment`, compactness 10). SLIC's compact regions give a
         better hierarchy at each image's best level (OIS) but a worse single dataset level
@@ -770,8 +784,10 @@ def hierarchical_segmentation(
       texton_weight: weight (>= 0) of the texton histograms' chi-squared distance against the
         colour distance.
       cues: this image's `edges.boundary_cues(image, key, **cue_options)` if already computed
-        (several oversegmentations of one image share them); None: computed here.
-      **cue_options: passed to `edges.boundary_cues` (not with `cues`).
+        (several oversegmentations of one image share them); None: computed here (with
+        `boundary="pmi"` only its textons, `edges.textons`).
+      **cue_options: passed to `edges.boundary_cues` (not with `cues`; with `boundary="pmi"`
+        only `n_textons`).
 
     Returns:
       Hierarchy.
@@ -782,30 +798,42 @@ def hierarchical_segmentation(
         raise ValueError(
             f"oversegmentation must be one of {OVERSEGMENTATIONS}, got {oversegmentation!r}"
         )
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
     if isinstance(superpixel_size, bool) or not (
         isinstance(superpixel_size, int) and superpixel_size >= 1
     ):
         raise ValueError(f"superpixel_size must be an integer >= 1, got {superpixel_size!r}")
-    if cues is None:
-        cues = edges.boundary_cues(image, key, **cue_options)
-    elif cue_options:
+    if cues is not None and cue_options:
         raise ValueError(f"cue options {sorted(cue_options)} cannot apply to given cues")
-    strength = np.asarray(cues.strength)
+    if boundary == "pmi" and set(cue_options) - {"n_textons"}:
+        raise ValueError(
+            f"cue options {sorted(set(cue_options) - {'n_textons'})} apply to boundary='local' only"
+        )
     rgb = features._check_rgb(image, rank=3)
     h, w, _ = rgb.shape
-    if strength.shape != (h, w):
-        raise ValueError(f"cues are for a {strength.shape} image, not this {(h, w)} one")
+    if cues is not None and cues.strength.shape != (h, w):
+        raise ValueError(f"cues are for a {cues.strength.shape} image, not this {(h, w)} one")
+    if boundary == "pmi":
+        found = pmi.boundaries(rgb, jax.random.fold_in(key, 2))
+        strength, oriented = found.strength, found.oriented
+        # Only the textons of `edges` are needed; its gradients are skipped unless given.
+        textons = edges.textons(rgb, key, **cue_options) if cues is None else cues.textons
+    else:
+        if cues is None:
+            cues = edges.boundary_cues(rgb, key, **cue_options)
+        strength, oriented, textons = cues.strength, cues.oriented, cues.textons
+    strength, oriented, textons = (np.asarray(a) for a in (strength, oriented, textons))
     if oversegmentation == "watershed":
         regions = oversegment(strength, sigma=sigma)
     else:  # segments are 4-connected and consecutive
         n_segments = slic._n_segments(h, w, superpixel_size)
         regions = np.asarray(slic.segment(image, n_segments=n_segments).labels)
     lab = np.asarray(features.colour_features(rgb.reshape(h * w, 3), space="lab")).reshape(h, w, 3)
-    textons = np.asarray(cues.textons)
     one_hot = np.eye(int(textons.max()) + 1)[textons] * texton_weight
     ucm2 = ucm_from_regions(
         regions,
-        np.asarray(cues.oriented),
+        oriented,
         np.concatenate([lab, one_hot], axis=-1),
         feature_weight=feature_weight,
         size_scale=size_scale,

@@ -488,7 +488,8 @@ class Recluster:
 
 
 # The merging options of `hierarchy.hierarchical_segmentation`, with its defaults, so that
-# `Hierarchize(from_labels=True)` merges exactly as the `ucm` method does.
+# `Hierarchize(from_labels=True)` merges by the `ucm` method's rule (on `edges`' local strength,
+# as its val scores in README were measured; `ucm` itself cuts and merges by `pmi`'s).
 _MERGE_OPTIONS = (
     "feature_weight",
     "size_scale",
@@ -583,6 +584,7 @@ class Split:
             return hierarchy.hierarchical_segmentation(
                 image,
                 key,
+                boundary="local",  # the split and its threshold were measured on it (issue 11)
                 size_scale=self.size_scale,
                 oversegmentation=oversegmentation,
                 cues=cues,

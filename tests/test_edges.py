@@ -180,3 +180,17 @@ def test_bad_input_is_rejected(image, options, message):
 def test_one_colour_image_has_no_boundary():
     cues = edges.boundary_cues(np.full((12, 12, 3), 90, np.uint8), jax.random.key(0), **_SMALL)
     np.testing.assert_allclose(np.asarray(cues.strength), 0, atol=1e-3)
+
+
+def test_textons_alone_are_the_cues_textons():
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    key = jax.random.key(3)
+    alone = np.asarray(edges.textons(image, key, n_textons=4))
+    within = np.asarray(edges.boundary_cues(image, key, **_SMALL).textons)
+    # One computation in two compiled programs: a response on a rounding boundary could move
+    # a pixel, so agreement rather than identity.
+    assert alone.shape == (24, 30) and alone.dtype == np.int32
+    assert np.mean(alone == within) > 0.99
+    with pytest.raises(ValueError, match="n_textons"):
+        edges.textons(image, key, n_textons=0)
