@@ -140,6 +140,14 @@ def pmi_table(labels, centroids, *, rho: float = 1.25, bandwidth: float = 0.05, 
     labels = jnp.asarray(labels)
     centroids = jnp.asarray(centroids, jnp.float32)
     k = centroids.shape[0]
+    if labels.ndim != 2 or centroids.ndim != 2:
+        raise ValueError(
+            f"need [h, w] labels and [k, d] centroids, got {labels.shape}, {centroids.shape}"
+        )
+    if not isinstance(labels, jax.core.Tracer) and labels.size:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= k:
+            raise ValueError(f"labels must lie in [0, {k}), got [{low}, {high}]")
     pairs = labels * (k + 1) + _shifted(labels, pair_radius, k)  # partner k: outside the image
     counts = jnp.bincount(pairs.ravel(), length=(k + 1) ** 2).reshape(k + 1, k + 1)[:k, :k]
     counts = (counts + counts.T).astype(jnp.float32)
@@ -160,7 +168,10 @@ def _affinity(rgb, key, rho, bandwidth, *, n_clusters, pair_radius, radius):
     fit = kmeans.fit(x, n_clusters, key, max_iter=30, tol=1e-3)
     labels = fit.labels.reshape(h, w)
     table = pmi_table(labels, fit.centroids, rho=rho, bandwidth=bandwidth, pair_radius=pair_radius)
-    table = table - table.max()  # a common factor leaves the normalised cut unchanged
+    # A common factor leaves the normalised cut unchanged; the largest PMI of clusters that
+    # hold pixels (an empty one far from the others has a meaningless one) becomes exp(0) = 1.
+    used = jnp.bincount(labels.ravel(), length=n_clusters) > 0
+    table = table - jnp.max(jnp.where(used[:, None] & used[None, :], table, -jnp.inf))
     partners = _shifted(labels, radius, -1)
     # The floor keeps every degree positive (float32 exp(-30) ~ 1e-13).
     values = jnp.exp(jnp.maximum(table[labels, jnp.maximum(partners, 0)], -30.0))

@@ -54,6 +54,13 @@ def test_pmi_table_matches_brute_force():
         )
 
 
+def test_pmi_table_rejects_labels_outside_the_clusters():
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        pmi.pmi_table(np.array([[0, 2]]), np.eye(2))
+    with pytest.raises(ValueError, match=r"\[h, w\]"):
+        pmi.pmi_table(np.array([0, 1]), np.eye(2))
+
+
 def test_colours_that_meet_inside_a_region_have_higher_pmi_than_across_its_border():
     # Left half: clusters 0 and 1 mixed; right half: 2 and 3 mixed.
     rng = np.random.default_rng(1)

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.io
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
 from PIL import Image
 
 from jaxseg import (
@@ -95,12 +96,19 @@ def _config(bsds: Path, **overrides) -> config.RunConfig:
 
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """Runs in this module share JAX's persistent cache, as reruns of the CLI do."""
-    previous = jax.config.jax_compilation_cache_dir
+    """Runs in this module share JAX's persistent cache, as reruns of the CLI do; the modules
+    after it compile without one again (the cache is set up once per process unless reset)."""
+    previous = (
+        jax.config.jax_compilation_cache_dir,
+        jax.config.jax_persistent_cache_min_compile_time_secs,
+    )
+    jax_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla")))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     yield
-    jax.config.update("jax_compilation_cache_dir", previous)
+    jax.config.update("jax_compilation_cache_dir", previous[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+    jax_cache.reset_cache()
 
 
 def _csv(path: Path) -> list[dict]:
