@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import jax
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,3 +35,13 @@ def data_dir() -> Path:
 def test_data() -> Path:
     """Small official files copied into tests/data so metric tests run on any clone."""
     return TEST_DATA
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_compiled_programs():
+    """Drops each module's compiled programs when it ends. XLA's CPU code takes memory maps
+    (~550 per compile of `pmi.affinity`, measured), and one process may hold at most
+    vm.max_map_count (65530 by default): the whole suite in one process reached it and
+    crashed inside the compiler."""
+    yield
+    jax.clear_caches()
