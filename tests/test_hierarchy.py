@@ -92,6 +92,18 @@ def _check_ultrametric(ucm2: np.ndarray) -> None:
         previous = labels
 
 
+def _check_nested_levels(ucm2: np.ndarray, truth: np.ndarray, *, four_iou: float) -> None:
+    """The four regions of `_nested` appear at some level, and the squares against the
+    background at another."""
+    levels = np.unique(ucm2)
+    counts = [hierarchy.labels_at(ucm2, t).max() + 1 for t in levels]
+    assert 4 in counts and 2 in counts, counts
+    four = hierarchy.labels_at(ucm2, levels[counts.index(4)])
+    assert _best_iou(truth, four).min() > four_iou
+    two = hierarchy.labels_at(ucm2, levels[counts.index(2)])
+    assert _best_iou((truth > 0).astype(np.int32), two).min() > 0.9
+
+
 def test_nested_squares_give_a_valid_nested_hierarchy(nested):
     truth, result = nested
     _check_ucm2(result.ucm2, truth.shape)
@@ -99,13 +111,7 @@ def test_nested_squares_give_a_valid_nested_hierarchy(nested):
     assert result.regions.shape == truth.shape and result.n_regions == result.regions.max() + 1
     # The four regions appear at some level (up to pixels near the edges, which the blurred cues
     # give to either side); the small squares join the big one before it joins the background.
-    levels = np.unique(result.ucm2)
-    counts = [hierarchy.labels_at(result.ucm2, t).max() + 1 for t in levels]
-    assert 4 in counts and 2 in counts, counts
-    four = hierarchy.labels_at(result.ucm2, levels[counts.index(4)])
-    assert _best_iou(truth, four).min() > 0.85
-    two = hierarchy.labels_at(result.ucm2, levels[counts.index(2)])
-    assert _best_iou((truth > 0).astype(np.int32), two).min() > 0.9
+    _check_nested_levels(result.ucm2, truth, four_iou=0.85)
 
 
 def test_slic_regions_give_a_valid_nested_hierarchy():
@@ -302,13 +308,7 @@ def test_pmi_boundaries_give_a_valid_nested_hierarchy():
     np.testing.assert_array_equal(
         result.strength, pmi.boundaries(image, jax.random.fold_in(jax.random.key(0), 2)).strength
     )
-    levels = np.unique(result.ucm2)
-    counts = [hierarchy.labels_at(result.ucm2, t).max() + 1 for t in levels]
-    assert 4 in counts and 2 in counts, counts
-    four = hierarchy.labels_at(result.ucm2, levels[counts.index(4)])
-    assert _best_iou(truth, four).min() > 0.8
-    two = hierarchy.labels_at(result.ucm2, levels[counts.index(2)])
-    assert _best_iou((truth > 0).astype(np.int32), two).min() > 0.9
+    _check_nested_levels(result.ucm2, truth, four_iou=0.8)
 
 
 def test_given_cues_are_the_computed_ones_and_must_fit_the_image():
