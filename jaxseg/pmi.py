@@ -39,7 +39,7 @@ images (every 5th from the 2nd and the 5th) 0.611 / 0.830 / 1.636 -> 0.642 / 0.8
 (a throwaway script, SciPy's K-means; the rule, fixed before measuring: PRI +0.005 on the 40,
 +0.003 on the 80, then val). On BSDS500 val (100 images, 99 thresholds, README's bench command,
 this module): 0.575 / 0.799 / 1.732 -> 0.608 / 0.815 / 1.590 (OIS 0.644 / 0.850 / 1.488 ->
-0.666 / 0.859 / 1.401), ~5 s per 481 x 321 image on a 2-core CPU for the whole hierarchy. The
+0.666 / 0.859 / 1.401), median 6.0 s per image for the whole hierarchy (2 workers, 2 cores). The
 local gradients fire inside textured regions as strongly as on their borders; the PMI of a
 texture's colours is high, so its inner edges fade.
 """
